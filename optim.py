@@ -1,0 +1,250 @@
+"""Optimizers (SGD, AdamW, Adafactor), learning-rate schedules and gradient accumulation, in pure JAX.
+
+The paper's central rule (Marek et al. 2025, "The central rule" in shared/paper.md): a decay β applied once
+per step of B sequences × T tokens halves a gradient's weight after t = B·T·ln(0.5)/ln(β) tokens, so the
+optimizer's memory is set in *tokens*, not steps:  β = 0.5^(B·T / t).  Keep t2 fixed when changing the
+batch size (β2 0.95 at B=512 becomes 0.9999 at B=1); β2 0.95 kept at B=1 averages v over only ~14 sequences.
+
+Every optimizer is an (init, update) pair over parameter pytrees. update returns fp32 *updates*, which the
+caller adds to fp32 copies of the params (and may round back to bf16 stochastically, see rounding.py).
+Run `python optim.py` to print the paper's 30M β2 table and the optimizer-state sizes of a GPT-2 matrix;
+tests: `python -m pytest -q tests/test_optim.py`.
+"""
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+f32 = jnp.float32
+
+
+class Optimizer(NamedTuple):
+    init: Callable  # params -> state (a dict pytree holding an int32 'step')
+    update: Callable  # (grads, state, params) -> (fp32 updates, new state); params_new = params + updates
+
+
+# ---------------------------------------------------------------- betas as token half-lives ("The central rule")
+
+def half_life_to_beta(t_tokens: float, tokens_per_step: float) -> float:
+    """β = 0.5^(B·T / t): the per-step decay whose memory halves after t tokens."""
+    if not (t_tokens > 0 and tokens_per_step > 0):
+        raise ValueError(f"half-life and tokens per step must be > 0, got t={t_tokens}, B·T={tokens_per_step}")
+    return 0.5 ** (tokens_per_step / t_tokens)
+
+
+def beta_to_half_life(beta: float, tokens_per_step: float) -> float:
+    """t = B·T·ln(0.5)/ln(β): tokens after which a gradient's weight in the EMA has halved (β=0 -> 0)."""
+    if not (0 <= beta < 1 and tokens_per_step > 0):
+        raise ValueError(f"need 0 <= beta < 1 and tokens per step > 0, got beta={beta}, B·T={tokens_per_step}")
+    return 0.0 if beta == 0 else tokens_per_step * math.log(0.5) / math.log(beta)
+
+
+def resolve_betas(b1, b2, t1, t2, tokens_per_step) -> tuple[float, float]:
+    """Each moment is given as a β or as a half-life t in tokens, never both. Neither: b1=0.9, b2=0.95
+    (GPT-3's AdamW betas, paper "Training recipe"; at small batch pass t2 instead so β2 rescales)."""
+    out = []
+    for i, b, t, default in ((1, b1, t1, 0.9), (2, b2, t2, 0.95)):
+        if b is not None and t is not None:
+            raise ValueError(f"give b{i} or t{i}, not both (got b{i}={b}, t{i}={t})")
+        beta = default if b is None and t is None else b if t is None else half_life_to_beta(t, tokens_per_step)
+        if not 0 <= beta < 1:
+            raise ValueError(f"b{i} must be in [0, 1), got {beta}")
+        out.append(float(beta))
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+def warmup_cosine(peak_lr: float, total_steps: int, warmup_frac: float = 0.05) -> Callable:
+    """Linear warmup from 0 over the first warmup_frac of steps, then cosine decay to 0 (paper recipe).
+    Equals optax.warmup_cosine_decay_schedule(0, peak_lr, round(warmup_frac·total_steps), total_steps)."""
+    if total_steps < 1 or not 0 <= warmup_frac < 1 or peak_lr < 0:
+        raise ValueError(f"need total_steps >= 1, 0 <= warmup_frac < 1, peak_lr >= 0; got "
+                         f"{total_steps}, {warmup_frac}, {peak_lr}")
+    w = int(round(warmup_frac * total_steps))
+
+    def lr(step):
+        s = jnp.asarray(step, f32)  # fp32 holds integers exactly up to 2^24 ≈ 16.8M steps
+        frac = jnp.clip((s - w) / max(total_steps - w, 1), 0.0, 1.0)
+        return jnp.where(s < w, peak_lr * s / max(w, 1), 0.5 * peak_lr * (1 + jnp.cos(jnp.pi * frac)))
+    return lr
+
+
+def constant(lr: float) -> Callable:
+    """Constant LR (the paper's fine-tuning runs)."""
+    return lambda step: jnp.asarray(lr, f32)
+
+
+# ---------------------------------------------------------------- optimizers
+
+def _lr(lr, step):
+    return lr(step) if callable(lr) else jnp.asarray(lr, f32)
+
+
+def _prepare(grads, clip_norm):
+    """Grads to fp32, then optional global-norm clipping g <- g·min(1, c/|g|) (off in the paper)."""
+    g = jax.tree.map(lambda x: x.astype(f32), grads)
+    if clip_norm > 0:
+        norm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g)))
+        g = jax.tree.map(lambda x: jnp.where(norm < clip_norm, x, x / norm * clip_norm), g)
+    return g
+
+
+def _zeros(params):
+    return jax.tree.map(lambda p: jnp.zeros(p.shape, f32), params)  # state is fp32 whatever the param dtype
+
+
+def sgd(lr, b1: float = 0.0, weight_decay: float = 0.0, clip_norm: float = 0.0) -> Optimizer:
+    """SGD, optionally with EMA momentum m = β1·m + (1−β1)·g (paper App. B). The EMA form keeps the step size
+    independent of β1, unlike heavy-ball m = β·m + g. Without momentum the state is only the step count."""
+    def init(params):
+        state = {"step": jnp.zeros([], jnp.int32)}
+        if b1 > 0:
+            state["m"] = _zeros(params)
+        return state
+
+    def update(grads, state, params):
+        g, eta = _prepare(grads, clip_norm), _lr(lr, state["step"])
+        new = {"step": state["step"] + 1}
+        if b1 > 0:
+            g = new["m"] = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], g)
+        # decoupled weight decay, multiplied by the LR as in optax.adamw: Δp = −η·(m + λ·p)
+        return jax.tree.map(lambda m, p: -eta * (m + weight_decay * p.astype(f32)), g, params), new
+    return Optimizer(init, update)
+
+
+def adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+    """Adam with bias correction and decoupled weight decay (Loshchilov & Hutter 2019); equals optax.adamw."""
+    def init(params):
+        return {"step": jnp.zeros([], jnp.int32), "m": _zeros(params), "v": _zeros(params)}
+
+    def update(grads, state, params):
+        g, eta, t = _prepare(grads, clip_norm), _lr(lr, state["step"]), state["step"] + 1
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], g)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state["v"], g)
+
+        def step(m, v, p):  # m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), Δp = −η·(m̂/(√v̂ + ε) + λ·p)
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            return -eta * (m_hat / (jnp.sqrt(v_hat) + eps) + weight_decay * p.astype(f32))
+        return jax.tree.map(step, m, v, params), {"step": t, "m": m, "v": v}
+    return Optimizer(init, update)
+
+
+def _factor_axes(shape, min_dim_size_to_factor):
+    """(a, b): the second-largest and largest axes, if both are >= min_dim_size_to_factor; else None.
+    Same rule as optax, so a stacked [L, D, F] weight is factored per layer over (D, F)."""
+    if len(shape) < 2:
+        return None
+    a, b = (int(i) for i in np.argsort(shape)[-2:])
+    return (a, b) if shape[a] >= min_dim_size_to_factor else None
+
+
+def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=False,
+              min_dim_size_to_factor=128, b1=0.0, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+    """Adafactor (Shazeer & Stern 2018): a rank-1 factored second moment V ≈ r·cᵀ/mean(r) for matrices, so the
+    state of an R×C matrix is R + C floats; update RMS clipped to clip_threshold per block (parameter).
+    eps = (ε1 added to g², ε2 the floor of RMS(param) when relative_step scales the LR by it).
+    β2 is a FIXED decay set from t2 like Adam's (paper "Note on Adafactor"). The authors' code passes its
+    "b2" to optax as the exponent c of β2_t = 1 − t^(−c), whose memory grows with the step count and is
+    no fixed half-life in tokens. As in optax, no bias correction: while v is small the update is the bias-
+    corrected one times 1/√(1−β2^t), the same factor across a block, and clipping at RMS 1 (≈ the RMS of
+    g/√E[g²]) removes it. Momentum (b1 > 0) is an EMA of the LR-scaled update, as in optax.
+    Weight decay is decoupled and multiplied by the LR like AdamW's (optax.adafactor's is not)."""
+    eps1, eps2 = eps
+
+    def init(params):
+        def leaf(p):
+            ax = _factor_axes(p.shape, min_dim_size_to_factor)
+            if ax is None:
+                return {"v": jnp.zeros(p.shape, f32)}
+            return {"r": jnp.zeros(np.delete(p.shape, ax[1]), f32),  # mean of g² over the largest axis
+                    "c": jnp.zeros(np.delete(p.shape, ax[0]), f32)}  # mean of g² over the other axis
+        state = {"step": jnp.zeros([], jnp.int32), "v": jax.tree.map(leaf, params)}
+        if b1 > 0:
+            state["m"] = _zeros(params)
+        return state
+
+    def update(grads, state, params):
+        g, eta = _prepare(grads, clip_norm), _lr(lr, state["step"])
+
+        def leaf(g, s, p):
+            g2 = g * g + eps1
+            ax = _factor_axes(g.shape, min_dim_size_to_factor)
+            if ax is None:
+                s = {"v": b2 * s["v"] + (1 - b2) * g2}
+                u = g * s["v"] ** -0.5
+            else:
+                a, b = ax
+                s = {"r": b2 * s["r"] + (1 - b2) * g2.mean(b), "c": b2 * s["c"] + (1 - b2) * g2.mean(a)}
+                a_r = a - 1 if a > b else a  # axis a inside r, whose axis b was reduced away
+                row = (s["r"] / s["r"].mean(a_r, keepdims=True)) ** -0.5
+                u = g * jnp.expand_dims(row, b) * jnp.expand_dims(s["c"], a) ** -0.5  # u = g/√V
+            if clip_threshold:  # update clipping: u <- u / max(1, RMS(u)/d) (Shazeer & Stern Sec. 6)
+                u = u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(u * u)) / clip_threshold)
+            scale = jnp.maximum(jnp.sqrt(jnp.mean(p.astype(f32) ** 2)), eps2) if relative_step else 1.0
+            return u * eta * scale, s
+
+        leaves, tree = jax.tree.flatten(g)  # state["v"] holds a dict ({r, c} or {v}) where params hold a leaf
+        out = [leaf(*x) for x in zip(leaves, tree.flatten_up_to(state["v"]), tree.flatten_up_to(params))]
+        u = tree.unflatten([o[0] for o in out])
+        new = {"step": state["step"] + 1, "v": tree.unflatten([o[1] for o in out])}
+        if b1 > 0:
+            u = new["m"] = jax.tree.map(lambda m, u: b1 * m + (1 - b1) * u, state["m"], u)
+        return jax.tree.map(lambda u, p: -(u + eta * weight_decay * p.astype(f32)), u, params), new
+    return Optimizer(init, update)
+
+
+DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3}  # GPT-2 small at batch 1 ("Training recipe")
+
+
+def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True) -> Optimizer:
+    """Optimizer by name. SGD uses b1 (0 = no momentum), not b2 or eps. eps is Adam's ε (None -> 1e-8); Adafactor
+    takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g² far too high). relative_step=True
+    (optax's default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param)."""
+    if name == "sgd":
+        return sgd(lr, b1, weight_decay, clip_norm)
+    if name == "adamw":
+        return adamw(lr, b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
+    if name == "adafactor":
+        e = tuple(eps) if isinstance(eps, (tuple, list)) else (1e-30, 1e-3)
+        return adafactor(lr, b2, e, relative_step=relative_step, b1=b1, weight_decay=weight_decay, clip_norm=clip_norm)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of 'sgd', 'adamw', 'adafactor'")
+
+
+def state_bytes(name: str, params, b1: float = 0.0) -> int:
+    """Bytes of fp32 optimizer state for this param tree, not counting the 4-byte step counter: SGD 0
+    (4·P with momentum), Adam 8·P, Adafactor 4·(R + C) per factored matrix. Leaves may be arrays or
+    jax.ShapeDtypeStruct; nothing is allocated (jax.eval_shape)."""
+    state = jax.eval_shape(build(name, 0.0, b1, 0.9).init, params)
+    return sum(x.size * x.dtype.itemsize for k, v in state.items() if k != "step" for x in jax.tree.leaves(v))
+
+
+# ---------------------------------------------------------------- gradient accumulation
+
+def accumulate_grads(loss_fn, params, batch, n_micro: int):
+    """Mean loss and grads of batch [B, T] as n_micro micro-batches of B/n_micro, summed in fp32 inside one
+    jitted step. Same result as one batch of B (mean of equal-size means), but n_micro× the sequential
+    steps; the paper finds it wasteful unless multi-device and bandwidth-bound (Sec. 5)."""
+    B = jax.tree.leaves(batch)[0].shape[0]
+    if n_micro < 1 or B % n_micro:
+        raise ValueError(f"batch size {B} must be divisible by n_micro={n_micro} (>= 1)")
+    if n_micro == 1:
+        return jax.value_and_grad(loss_fn)(params, batch)
+    micro = jax.tree.map(lambda x: x.reshape(n_micro, B // n_micro, *x.shape[1:]), batch)  # [n_micro, B/n_micro, T]
+
+    def body(acc, mb):
+        loss, grads = jax.value_and_grad(loss_fn)(params, mb)
+        return jax.tree.map(lambda a, x: a + x.astype(f32), acc, (loss, grads)), None
+    (loss, grads), _ = jax.lax.scan(body, (jnp.zeros([], f32), _zeros(params)), micro)
+    return loss / n_micro, jax.tree.map(lambda g: g / n_micro, grads)
+
+
+if __name__ == "__main__":
+    print("30M, t2 = 10M tokens, T = 512:", *(f"bs {b}: b2 = {half_life_to_beta(10e6, b * 512):.6g}"
+                                              for b in (1, 4, 16, 64, 256, 1024, 4096)), sep="\n  ")
+    print(f"b2 0.95 at bs 512 x T 1024 = half-life {beta_to_half_life(0.95, 512 * 1024) / 1e6:.2f}M tokens")
+    w = {"unembed": jax.ShapeDtypeStruct((768, 50257), f32)}  # GPT-2 small's output embedding
+    for opt, b1 in (("sgd", 0.0), ("adamw", 0.9), ("adafactor", 0.0)):
+        print(f"{opt:9s} state for a 768 x 50257 matrix: {state_bytes(opt, w, b1) / 2**20:8.2f} MiB")

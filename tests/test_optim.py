@@ -1,0 +1,263 @@
+"""Tests for optim.py: optimizers against optax, the token half-life rule against the paper's numbers,
+state sizes against closed forms, and gradient accumulation against a full-batch value_and_grad."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optim
+
+# fp32 has eps ≈ 1.2e-7; our updates follow optax's equations op for op, so after 20 steps the two differ by
+# a few ulps of reassociation at most. 1e-6 relative (to each tensor's scale) is the brief's bound.
+RTOL = 1e-6
+
+
+def random_tree(seed, dtype=jnp.float32):
+    """Small pytree with a [128, 256] matrix (factored by Adafactor), a [64, 200] one (not: 64 < 128),
+    a stacked [3, 160, 128] weight (factored per layer, like model.py's blocks) and a vector."""
+    shapes = {"w": (128, 256), "narrow": (64, 200), "blocks": {"up": (3, 160, 128)}, "vec": (7,)}
+    leaves, tree = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    rng = np.random.default_rng(seed)  # numpy, not jax.random: eager jax ops each compile, slow on 2 cores
+    return tree.unflatten([jnp.asarray(0.05 * rng.standard_normal(s), dtype) for s in leaves])
+
+
+def assert_trees_close(a, b, rtol=RTOL):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * np.abs(y).max())
+
+
+def run_both(ours, ref, steps=20, seed=0):
+    """Apply ours and the optax reference to the same random grads for `steps` steps; compare each step."""
+    params = random_tree(seed)
+    p_ours, p_ref = params, params
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    # eager, not jitted: op-by-op compiles are cached across tests, cheaper here than one jit per test
+    for i in range(steps):
+        grads = jax.tree.map(lambda g: (1 + i) * g, random_tree(1000 + i))  # growing norm: 16 at i=0 to 330
+        u_ours, s_ours = ours.update(grads, s_ours, p_ours)
+        u_ref, s_ref = ref.update(grads, s_ref, p_ref)
+        assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(u_ours))
+        assert_trees_close(u_ours, u_ref)
+        p_ours = jax.tree.map(lambda p, u: p + u, p_ours, u_ours)
+        p_ref = optax.apply_updates(p_ref, u_ref)
+    assert_trees_close(p_ours, p_ref)
+    assert int(s_ours["step"]) == steps
+
+
+# ---------------------------------------------------------------- half-life rule (paper "The central rule")
+
+def test_half_life_of_gpt3_beta2():
+    # β2 = 0.95 at batch 512 × T 1024: t = 524288·ln 0.5/ln 0.95 ≈ 7.08M tokens ("≈ 7.1M")
+    t = optim.beta_to_half_life(0.95, 512 * 1024)
+    assert t == pytest.approx(512 * 1024 * math.log(0.5) / math.log(0.95), rel=1e-12)
+    assert round(t / 1e6, 1) == 7.1
+    assert optim.half_life_to_beta(t, 512 * 1024) == pytest.approx(0.95, rel=1e-12)
+
+
+@pytest.mark.parametrize("bs_from, bs_to, expected", [(512, 1, 0.9999), (16, 1, 0.997)])
+def test_fixed_t2_rescales_beta2(bs_from, bs_to, expected):
+    T = 1024  # the result is independent of T: β2* = β2^(B*/B)
+    t2 = optim.beta_to_half_life(0.95, bs_from * T)
+    beta = optim.half_life_to_beta(t2, bs_to * T)
+    assert beta == pytest.approx(0.95 ** (bs_to / bs_from), rel=1e-12)
+    assert round(beta, len(str(expected)) - 2) == expected  # the paper's quoted digits
+
+
+TABLE_30M = {1: "0.999965", 4: "0.99986", 16: "0.99943", 64: "0.99773", 256: "0.99096", 1024: "0.96431",
+             4096: "0.8647"}
+
+
+@pytest.mark.parametrize("bs", TABLE_30M)
+def test_30m_beta2_table(bs):
+    # paper.md: 30M, t2 = 10M tokens, T = 512; match to half a unit of the last printed digit
+    printed = TABLE_30M[bs]
+    digits = len(printed) - 2
+    assert abs(optim.half_life_to_beta(10e6, bs * 512) - float(printed)) <= 0.5 * 10 ** -digits
+
+
+def test_resolve_betas():
+    assert optim.resolve_betas(None, None, None, None, 512) == (0.9, 0.95)
+    b1, b2 = optim.resolve_betas(0.8, None, None, 10e6, 4 * 512)
+    assert (b1, b2) == (0.8, pytest.approx(0.99986, abs=5e-6)) and type(b2) is float
+    b1, _ = optim.resolve_betas(None, None, optim.beta_to_half_life(0.9, 512), None, 512)
+    assert b1 == pytest.approx(0.9, rel=1e-12)
+    with pytest.raises(ValueError, match="b2.*t2"):
+        optim.resolve_betas(None, 0.99, None, 10e6, 512)
+    with pytest.raises(ValueError, match="b1.*t1"):
+        optim.resolve_betas(0.9, None, 1e6, None, 512)
+    with pytest.raises(ValueError):
+        optim.resolve_betas(1.0, None, None, None, 512)
+    with pytest.raises(ValueError):
+        optim.half_life_to_beta(0, 512)
+    assert optim.beta_to_half_life(0.0, 512) == 0.0  # no memory: SGD without momentum
+
+
+# ---------------------------------------------------------------- schedules
+
+def test_warmup_cosine_matches_optax():
+    total, peak = 200, 3e-3
+    ours = optim.warmup_cosine(peak, total)  # 5% warmup = 10 steps
+    ref = optax.warmup_cosine_decay_schedule(0.0, peak, 10, total, 0.0)
+    steps = jnp.arange(total + 5)
+    np.testing.assert_allclose(jax.vmap(ours)(steps), jax.vmap(ref)(steps), rtol=1e-6, atol=1e-6 * peak)
+    assert float(ours(0)) == 0.0 and float(ours(10)) == pytest.approx(peak) and float(ours(total)) == 0.0
+    assert float(optim.warmup_cosine(peak, total, warmup_frac=0.0)(0)) == pytest.approx(peak)
+    assert float(optim.constant(1e-4)(12345)) == pytest.approx(1e-4)
+    with pytest.raises(ValueError):
+        optim.warmup_cosine(peak, 0)
+
+
+# ---------------------------------------------------------------- optimizers vs optax
+
+@pytest.mark.parametrize("wd, clip", [(0.1, 0.0), (0.1, 20.0)])
+def test_adamw_matches_optax(wd, clip):
+    lr = optim.warmup_cosine(1e-2, 20, 0.2)
+    ref = optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=wd)
+    if clip:  # grad norms grow from 16 to 330 over the 20 steps, so clip=20 is off at step 0, on after
+        ref = optax.chain(optax.clip_by_global_norm(clip), ref)
+    run_both(optim.adamw(lr, 0.9, 0.99, 1e-8, wd, clip), ref)
+
+
+@pytest.mark.parametrize("b1, wd, clip", [(0.0, 0.0, 0.0), (0.7, 0.1, 0.0), (0.7, 0.1, 20.0)])
+def test_sgd_matches_optax(b1, wd, clip):
+    lr = optim.warmup_cosine(0.05, 20, 0.2)
+    chain = [optax.clip_by_global_norm(clip)] if clip else []
+    chain += [optax.ema(b1, debias=False)] if b1 else []  # EMA momentum m = β1·m + (1−β1)·g
+    ref = optax.chain(*chain, optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))
+    run_both(optim.sgd(lr, b1, wd, clip), ref)
+
+
+def optax_adafactor(lr, b2, relative_step, clip, b1, wd_times_lr=0.0):
+    """optax's Adafactor pieces (the order optax.adafactor chains them) with a constant decay β2."""
+    tx = [optax.scale_by_factored_rms(decay_rate=b2, decay_rate_fn=lambda step, rate: jnp.asarray(rate)),
+          optax.clip_by_block_rms(clip), optax.scale_by_learning_rate(lr, flip_sign=False)]
+    if relative_step:
+        tx.append(optax.scale_by_param_block_rms(1e-3))
+    if b1:
+        tx.append(optax.ema(b1, debias=False))
+    return optax.chain(*tx, optax.add_decayed_weights(wd_times_lr), optax.scale(-1.0))
+
+
+@pytest.mark.parametrize("relative_step, clip, b1", [(False, 1.0, 0.0), (True, 1.0, 0.9), (False, 1e9, 0.0)])
+def test_adafactor_matches_optax(relative_step, clip, b1):
+    # β2 = 0.99 without bias correction leaves v small for ~100 steps: the unclipped update RMS is 10
+    # (= 1/√(1−β2)) at step 0 and stays above 2 for the 20 steps, so clip=1 acts on every step, 1e9 never
+    lr = optim.warmup_cosine(1e-2, 20, 0.2)
+    ours = optim.adafactor(lr, b2=0.99, clip_threshold=clip, relative_step=relative_step, b1=b1)
+    run_both(ours, optax_adafactor(lr, 0.99, relative_step, clip, b1))
+
+
+def test_adafactor_weight_decay_and_clip_norm_match_optax():
+    # decoupled wd multiplied by the LR: with a constant LR that is optax's add_decayed_weights(lr·wd)
+    lr, wd = 1e-2, 0.1
+    ref = optax.chain(optax.clip_by_global_norm(20.0), optax_adafactor(lr, 0.9, True, 1.0, 0.5, lr * wd))
+    run_both(optim.adafactor(lr, b2=0.9, relative_step=True, b1=0.5, weight_decay=wd, clip_norm=20.0), ref)
+
+
+def test_bf16_params_give_fp32_state_and_updates():
+    params, grads = random_tree(0, jnp.bfloat16), random_tree(1, jnp.bfloat16)
+    for opt in (optim.sgd(0.1, 0.9), optim.adamw(1e-3), optim.adafactor(1e-3, b1=0.9)):
+        updates, state = jax.jit(lambda g, p: opt.update(g, opt.init(p), p))(grads, params)
+        assert state["step"].dtype == jnp.int32
+        assert all(x.dtype == jnp.float32 for k in state if k != "step" for x in jax.tree.leaves(state[k]))
+        assert all(u.dtype == jnp.float32 and np.isfinite(u).all() for u in jax.tree.leaves(updates))
+
+
+def test_build():
+    lr = optim.constant(1e-3)
+    grads, params = random_tree(1), random_tree(0)
+    first_update = lambda opt: jax.jit(lambda g, p: opt.update(g, opt.init(p), p)[0])(grads, params)
+    for name, direct in (("sgd", optim.sgd(lr, 0.9, 0.1)), ("adamw", optim.adamw(lr, 0.9, 0.95, 1e-8, 0.1)),
+                         ("adafactor", optim.adafactor(lr, 0.95, relative_step=True, b1=0.9, weight_decay=0.1))):
+        opt = optim.build(name, lr, 0.9, 0.95, None, 0.1, 0.0)
+        assert_trees_close(first_update(opt), first_update(direct), rtol=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        optim.build("lion", lr, 0.9, 0.95, None, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------- optimizer state size
+
+def nbytes(init, params):
+    state = jax.eval_shape(init, params)
+    return sum(x.size * x.dtype.itemsize for k in state if k != "step" for x in jax.tree.leaves(state[k]))
+
+
+def test_state_sizes():
+    params = random_tree(0)
+    P = sum(x.size for x in jax.tree.leaves(params))
+    state = optim.sgd(0.1).init(params)
+    assert list(state) == ["step"] and len(jax.tree.leaves(state)) == 1  # only the int32 step count
+    assert optim.state_bytes("sgd", params) == 0
+    assert optim.state_bytes("sgd", params, b1=0.9) == 4 * P == nbytes(optim.sgd(0.1, 0.9).init, params)
+    assert optim.state_bytes("adamw", params) == 8 * P == nbytes(optim.adamw(1e-3).init, params)
+    # Adafactor: [128, 256] -> 128 + 256; [64, 200] full (64 < 128); [3, 160, 128] -> 3·(160 + 128); [7] full
+    floats = (128 + 256) + 64 * 200 + 3 * (160 + 128) + 7
+    assert optim.state_bytes("adafactor", params) == 4 * floats == nbytes(optim.adafactor(1e-3).init, params)
+    assert optim.state_bytes("adafactor", params, b1=0.9) == 4 * (floats + P)
+
+
+def test_adafactor_state_of_large_matrix_is_rows_plus_cols():
+    w = {"w": jax.ShapeDtypeStruct((2048, 8192), jnp.bfloat16)}  # abstract: nothing allocated
+    assert optim.state_bytes("adafactor", w) == 4 * (2048 + 8192)
+    shapes = jax.eval_shape(optim.adafactor(1e-3).init, w)["v"]["w"]
+    assert {k: v.shape for k, v in shapes.items()} == {"r": (2048,), "c": (8192,)}
+    assert optim.state_bytes("adamw", w) == 2 * 4 * 2048 * 8192
+
+
+# ---------------------------------------------------------------- sanity: optimizers reduce a least-squares loss
+
+@pytest.mark.parametrize("name, lr, b1", [("sgd", 0.5, 0.0), ("sgd", 0.5, 0.9), ("adamw", 0.05, 0.9),
+                                          ("adafactor", 0.05, 0.0)])
+def test_least_squares_loss_decreases(name, lr, b1):
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.standard_normal((512, 128)), jnp.float32)  # [n, 128]; XᵀX/n eigenvalues ≈ [0.25, 2.25]
+    Y = X @ jnp.asarray(rng.standard_normal((128, 128)), jnp.float32)  # [n, 128]
+    loss = jax.jit(lambda p: 0.5 * jnp.mean(jnp.sum((X @ p["w"] - Y) ** 2, axis=-1)))
+    opt = optim.build(name, optim.warmup_cosine(lr, 300), b1, 0.99, None, 0.0, 0.0, relative_step=False)
+    params = {"w": jnp.zeros((128, 128))}  # [128, 128]: factored by Adafactor
+
+    @jax.jit
+    def step(params, state):
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        return jax.tree.map(lambda p, u: p + u, params, updates), state
+    state, start = opt.init(params), float(loss(params))
+    for _ in range(300):
+        params, state = step(params, state)
+    assert float(loss(params)) < 0.1 * start  # well-tuned runs get far below; 10× is a robust floor
+
+
+# ---------------------------------------------------------------- gradient accumulation
+
+def tiny_lm_loss(params, tokens):
+    """Next-token cross-entropy of a bigram MLP on int tokens [b, T], mean over all predicted positions."""
+    h = jnp.tanh(params["embed"][tokens[:, :-1]] @ params["w1"])  # [b, T-1, 32]
+    logits = h @ params["w2"]  # [b, T-1, V]
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+
+
+def test_accumulate_grads_equals_full_batch():
+    V, rng = 50, np.random.default_rng(0)
+    normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    params = {"embed": normal(V, 16), "w1": normal(16, 32) / 4, "w2": normal(32, V) / 6}
+    batch = jnp.asarray(rng.integers(0, V, (16, 12)), jnp.int32)  # [B, T]
+    loss_full, g_full = jax.jit(jax.value_and_grad(tiny_lm_loss))(params, batch)
+    loss_acc, g_acc = jax.jit(optim.accumulate_grads, static_argnums=(0, 3))(tiny_lm_loss, params, batch, 4)
+    # same sums in another order: fp32 reassociation error is a few ulps (~1e-7 relative)
+    assert float(loss_acc) == pytest.approx(float(loss_full), rel=1e-6)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g_acc))
+    assert_trees_close(g_acc, g_full, rtol=1e-5)
+    # hence the same optimizer update as one batch of 4 × 4 sequences
+    update = jax.jit(optim.sgd(0.1, 0.9).update)
+    state = optim.sgd(0.1, 0.9).init(params)
+    assert_trees_close(update(g_acc, state, params)[0], update(g_full, state, params)[0], rtol=1e-5)
+    loss_1, g_1 = optim.accumulate_grads(tiny_lm_loss, params, batch, 1)
+    assert float(loss_1) == pytest.approx(float(loss_full), rel=1e-6)  # eager vs jit: an ulp apart
+    with pytest.raises(ValueError, match="divisible"):
+        optim.accumulate_grads(tiny_lm_loss, params, batch, 5)
+    with pytest.raises(ValueError):
+        optim.accumulate_grads(tiny_lm_loss, params, batch, 0)
