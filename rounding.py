@@ -1,0 +1,84 @@
+"""Stochastic rounding of fp32 values to bf16 (paper.md, "Stochastic rounding").
+
+bf16 keeps 8 significand bits, so a weight near 1.0 can only move in steps of 2^-7 ≈ 0.0078. At batch
+size 1 the per-step update is often ~1e-4 or smaller: below half that spacing, so round-to-nearest throws
+every update away and the weight never moves. Stochastic rounding rounds up with probability equal to the
+fractional distance to the upper bf16 neighbour, so the stored weight equals the fp32 result *on average*
+and small updates survive. The paper keeps weights in bf16, computes each update in fp32, and rounds the
+result back this way; train.py does that with round_tree(params, step_key(seed, step), mode).
+
+Run `python rounding.py` for the demonstration: add 1e-4 to a weight of 1.0 ten thousand times.
+"""
+import jax
+import jax.numpy as jnp
+
+_SR_STREAM = 0x5352  # "SR": keeps rounding noise independent of other streams drawn from the same seed
+
+
+def stochastic_round(x, key):
+    """fp32 -> bf16, rounding up (in magnitude) with probability = fractional distance to the upper neighbour.
+
+    Bit trick (paper): add a uniform random integer in [0, 2^16) to the fp32 bit pattern, keep the top 16 bits.
+    The low 16 bits are the position between the two bf16 neighbours, linear within a binade (subnormals
+    too), so the carry happens with exactly that probability. fp32 is sign-magnitude, so for negative x this
+    rounds the magnitude, which is the same thing mirrored. Exact bf16 values (low bits 0), ±0 and ±inf never
+    carry and come back unchanged. A finite x <= bf16 max cannot carry into exponent 0xFF, so it never
+    becomes inf; x in (bf16 max, fp32 max] rounds to bf16 max or to inf, inf standing for 2^128 as in IEEE
+    overflow (x.astype(bf16) also sends x >= max + half a spacing to inf). NaN is passed through on its own:
+    noise could carry a NaN payload into the sign bit, and a payload held only in the low bits would be
+    cleared to inf.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"stochastic_round expects a floating-point array, got dtype {x.dtype}")
+    x = x.astype(jnp.float32)  # exact for bf16/fp16; float64 is rounded to nearest fp32 first
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    noise = jax.random.bits(key, x.shape, jnp.uint16).astype(jnp.uint32)  # uniform in [0, 2^16)
+    top = ((bits + noise) >> 16).astype(jnp.uint16)  # the top 16 bits of an fp32 *are* a bf16 pattern
+    y = jax.lax.bitcast_convert_type(top, jnp.bfloat16)  # integer ops only: nothing flushes subnormals
+    return jnp.where(jnp.isnan(x), jnp.bfloat16(jnp.nan), y)
+
+
+def nearest_round(x):
+    """fp32 -> bf16 round-to-nearest-even: a plain cast, which loses updates below half a spacing."""
+    return jnp.asarray(x, jnp.float32).astype(jnp.bfloat16)
+
+
+def round_tree(tree, key, mode):
+    """Round every leaf of a pytree to bf16; leaf i gets its own noise from fold_in(key, i)."""
+    if mode == "nearest":
+        return jax.tree.map(nearest_round, tree)
+    if mode != "stochastic":
+        raise ValueError(f"rounding mode must be 'stochastic' or 'nearest', got {mode!r}")
+    leaves, treedef = jax.tree.flatten(tree)
+    rounded = [stochastic_round(x, jax.random.fold_in(key, i)) for i, x in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, rounded)
+
+
+def step_key(seed, step):
+    """Rounding key of one step, a pure function of (seed, step): a resumed run draws the same noise."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SR_STREAM), step)
+
+
+def demo(steps=10_000, update=1e-4, n=1, seed=0):
+    """Add `update` to n weights starting at 1.0, `steps` times, keeping them in bf16 (nearest or
+    stochastic rounding) or fp32. Returns the final weights, {mode: float32 [n]}."""
+    def step(w, t):
+        wn, ws, wf = w
+        wn = nearest_round(wn.astype(jnp.float32) + update)  # 1 + 1e-4 is nearer 1 than 1 + 2^-7: lost
+        ws = stochastic_round(ws.astype(jnp.float32) + update, step_key(seed, t))  # up w.p. ≈ 1e-4 / 2^-7
+        return (wn, ws, wf + update), None
+
+    one = jnp.ones(n, jnp.bfloat16)  # [n]
+    (wn, ws, wf), _ = jax.lax.scan(step, (one, one, jnp.ones(n, jnp.float32)), jnp.arange(steps))
+    return {"nearest": wn.astype(jnp.float32), "stochastic": ws.astype(jnp.float32), "fp32": wf}
+
+
+if __name__ == "__main__":
+    w = demo(n=1000)  # 1000 independent weights, to show the spread of stochastic rounding too
+    s = w["stochastic"]
+    print("weight 1.0, add 1e-4 ten thousand times (exact answer 2.0):")
+    print(f"  fp32                      {float(w['fp32'][0]):.6f}")
+    print(f"  bf16, round-to-nearest    {float(w['nearest'][0]):.6f}   every update rounded away")
+    print(f"  bf16, stochastic rounding {float(s[0]):.6f}   (1000 weights: mean {float(s.mean()):.4f}, "
+          f"std {float(s.std()):.4f})")
