@@ -1,0 +1,132 @@
+"""Checkpoints: atomic, verified, and independent of the mesh they were saved from.
+
+Layout: <out_dir>/ckpt_<step>/ holding arrays.npz (every leaf of every tree, keyed by its path,
+bf16 stored as its uint16 bit pattern) and meta.json (step, tokens, config, metrics, ..., plus the
+sha256, dtype and shape of every array). A checkpoint is written into a temporary directory and
+renamed into place, and meta.json is written last, so an interrupted write never looks valid; on
+load the hash is checked, so a corrupt or truncated file is refused instead of loaded as garbage.
+"""
+import hashlib
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def _key(path):
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _to_host(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # multi-host: gather the shards
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
+
+def save(out_dir, step, trees, meta, keep=2):
+    """Write trees (dict name -> pytree) and meta (JSON-able dict) as ckpt_<step>; keep the newest `keep`."""
+    arrays, info = {}, {}
+    for name, tree in trees.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            a = _to_host(leaf)
+            k = f"{name}/{_key(path)}"
+            info[k] = [str(a.dtype), list(a.shape)]
+            arrays[k] = a.view(np.uint16) if a.dtype == jnp.bfloat16 else a
+    if jax.process_index() != 0:
+        return None
+    final = os.path.join(out_dir, f"ckpt_{step:09d}")
+    tmp = final + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, "arrays.npz"), "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    meta = dict(meta, step=step, arrays=info, sha256=_sha256(os.path.join(tmp, "arrays.npz")))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in [p for _, p in list_checkpoints(out_dir)][:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_checkpoints(out_dir):
+    """(step, path) of every finished checkpoint directory, oldest first (validity not checked)."""
+    if not os.path.isdir(out_dir):
+        return []
+    found = []
+    for d in os.listdir(out_dir):
+        if d.startswith("ckpt_") and d[5:].isdigit() and os.path.isfile(os.path.join(out_dir, d, "meta.json")):
+            found.append((int(d[5:]), os.path.join(out_dir, d)))
+    return sorted(found)
+
+
+def read_meta(path, verify=True):
+    """meta.json of a checkpoint; with verify, also checks the arrays' sha256 (CheckpointError if bad)."""
+    try:
+        with open(os.path.join(path, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: unreadable meta.json ({e})") from None
+    if verify and (not os.path.isfile(os.path.join(path, "arrays.npz"))
+                   or _sha256(os.path.join(path, "arrays.npz")) != meta.get("sha256")):
+        raise CheckpointError(f"checkpoint {path}: arrays.npz is missing, truncated or corrupt (sha256 mismatch)")
+    return meta
+
+
+def latest_valid(out_dir, log=print):
+    """Newest checkpoint whose contents verify, skipping (and reporting) corrupt ones; None if none."""
+    for _, path in reversed(list_checkpoints(out_dir)):
+        try:
+            read_meta(path)
+            return path
+        except CheckpointError as e:
+            log(f"warning: skipping {e}")
+    return None
+
+
+def load(path, like, shardings=None):
+    """Load trees shaped like `like` (dict name -> pytree of arrays or ShapeDtypeStructs) from path.
+
+    Each array is placed with the matching leaf of `shardings` (any mesh: every process reads the
+    file and keeps only its shards), so a run saved on one mesh resumes on another."""
+    meta = read_meta(path)
+    out = {}
+    with np.load(os.path.join(path, "arrays.npz")) as z:
+        for name, tree in like.items():
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+            shard_leaves = jax.tree.leaves(shardings[name]) if shardings else [None] * len(leaves)
+            new = []
+            for (p, want), sh in zip(leaves, shard_leaves):
+                k = f"{name}/{_key(p)}"
+                if k not in meta["arrays"]:
+                    raise CheckpointError(f"checkpoint {path}: has no array '{k}' (saved by a different model/optimizer?)")
+                dtype, shape = meta["arrays"][k]
+                if tuple(shape) != tuple(want.shape) or dtype != str(jnp.dtype(want.dtype)):
+                    raise CheckpointError(f"checkpoint {path}: '{k}' is {dtype}{shape}, the config needs "
+                                          f"{jnp.dtype(want.dtype)}{list(want.shape)}")
+                a = z[k].view(jnp.bfloat16) if dtype == "bfloat16" else z[k]
+                new.append(jax.make_array_from_callback(a.shape, sh, lambda idx, a=a: a[idx]) if sh is not None
+                           else jnp.asarray(a))
+            out[name] = jax.tree_util.tree_unflatten(treedef, new)
+    return out, meta

@@ -1,0 +1,113 @@
+"""Sample from a trained model: `python sample.py --out_dir=out/tiny --prompt="def " [--key=value ...]`.
+
+Loads the run's config.json and its newest valid checkpoint, fills a KV cache with the prompt in one
+forward pass, then generates one token per jitted step (a single new position attends to the cache,
+not a full forward pass per token), streaming text to stdout as it goes.
+"""
+import argparse
+import codecs
+import json
+import os
+import sys
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+import checkpoint
+import data
+import model
+import train
+
+
+def sample_logits(logits, key, temperature, top_k):
+    """logits [B, V] -> token ids [B]; temperature 0 is greedy, top_k 0 keeps the whole vocabulary."""
+    if temperature == 0:
+        return jnp.argmax(logits, -1)
+    logits = logits / temperature
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1] smallest logit kept
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("cfg", "temperature", "top_k"), donate_argnames=("cache",))
+def extend(params, cache, tokens, start, key, cfg, temperature, top_k):
+    """Write tokens [B, t] into the cache at positions start.. and sample the token after them."""
+    logits, cache = model.forward(params, tokens, cfg, cache=cache, start=start)
+    return sample_logits(logits[:, -1], key, temperature, top_k), cache
+
+
+def load_run(out_dir):
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.isfile(path):
+        train.fail(f"no config.json in '{out_dir}': train a model there first (python train.py)")
+    with open(path) as f:
+        cfg = json.load(f)
+    mcfg = train.model_config(cfg)
+    ckpt = checkpoint.latest_valid(out_dir, print)
+    if ckpt is None:
+        train.fail(f"no valid checkpoint in '{out_dir}'")
+    like = {"params": jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))}
+    try:
+        trees, meta = checkpoint.load(ckpt, like)
+    except checkpoint.CheckpointError as e:
+        train.fail(str(e))
+    return mcfg, trees["params"], meta
+
+
+def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, num_samples=1):
+    """Yield [num_samples] arrays of new token ids, one per step. When the cache (seq_len positions,
+    the longest context the model was trained on) fills, it is refilled with the last half."""
+    T = mcfg.seq_len
+    ids = jnp.tile(jnp.asarray(prompt_ids[-(T - 1):], jnp.int32)[None], (num_samples, 1))  # [B, t]
+    hist, pos = ids, 0
+    cache = model.init_cache(mcfg, num_samples, T)
+    kw = dict(cfg=mcfg, temperature=temperature, top_k=top_k)
+    for i in range(n_new):
+        key, sub = jax.random.split(key)
+        if pos + ids.shape[1] > T:  # context full: restart the cache from the most recent T/2 tokens
+            ids, pos, cache = hist[:, -(T // 2):], 0, model.init_cache(mcfg, num_samples, T)
+        nxt, cache = extend(params, cache, ids, pos, sub, **kw)
+        pos += ids.shape[1]
+        ids = nxt[:, None]
+        hist = jnp.concatenate([hist, ids], axis=1)
+        yield nxt
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out_dir", default="out/tiny")
+    ap.add_argument("--prompt", default="\n", help="text to continue; '@file.txt' reads it from a file")
+    ap.add_argument("--max_new_tokens", type=int, default=300)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top_k", type=int, default=200)
+    ap.add_argument("--num_samples", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    prompt = open(a.prompt[1:]).read() if a.prompt.startswith("@") else a.prompt
+    mcfg, params, meta = load_run(a.out_dir)
+    enc = data.gpt2_encoding()
+    ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [data.EOT]
+    print(f"# {a.out_dir} step {meta['step']}, {a.num_samples} sample(s), temperature {a.temperature}, top_k {a.top_k}",
+          file=sys.stderr)
+    outs = [[] for _ in range(a.num_samples)]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a token can end mid-character
+    sys.stdout.write(prompt)
+    for nxt in generate(params, mcfg, ids, a.max_new_tokens, jax.random.PRNGKey(a.seed), a.temperature, a.top_k,
+                        a.num_samples):
+        nxt = jax.device_get(nxt)
+        for o, t in zip(outs, nxt):
+            o.append(int(t))
+        if a.num_samples == 1:  # stream the single sample token by token
+            sys.stdout.write(decoder.decode(enc.decode_single_token_bytes(outs[0][-1])))
+            sys.stdout.flush()
+    if a.num_samples == 1:
+        print(decoder.decode(b"", final=True))
+    else:
+        for i, o in enumerate(outs):
+            print(f"\n---------- sample {i}\n{prompt}{enc.decode(o)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
