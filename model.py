@@ -10,6 +10,7 @@ Legend: B batch, T sequence, D width, L layers, H head dim, N heads (= D / H), V
 """
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ class Config:
     remat: bool = False  # recompute each block in the backward pass (per-block checkpointing)
     z_loss: float = 0.0  # weight of mean(logsumexp(logits)^2), keeps output logits from drifting
     rope_base: float = 10_000.0
+    ce_chunk: int = 4096  # vocabulary columns per cross-entropy chunk (0: the whole vocabulary at once)
 
     def __post_init__(self):
         if self.d_model % self.head_dim:
@@ -107,10 +109,9 @@ def block(cfg: Config, x, p, pos, cache=None):
     return x, cache
 
 
-def forward(params, tokens, cfg: Config, cache=None, start=0):
-    """tokens [B, t] int -> logits [B, t, V] in fp32 (and the updated KV cache when one is given).
-
-    cache: {'k', 'v'} each [L, B, S, N, H] from init_cache; start: position of tokens[:, 0]."""
+def hidden(params, tokens, cfg: Config, cache=None, start=0):
+    """tokens [B, t] int -> final normed hidden states [B, t, D] in the compute dtype (and the updated
+    KV cache when one is given: {'k', 'v'} each [L, B, S, N, H]; start: position of tokens[:, 0])."""
     ct = jnp.dtype(cfg.compute_dtype)
     p = jax.tree.map(lambda w: w.astype(ct), params)  # weights may be stored in bf16 or fp32
     x = p["embed"][tokens]  # [B, t, D]
@@ -124,8 +125,14 @@ def forward(params, tokens, cfg: Config, cache=None, start=0):
         body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
     xs = (p["blocks"], None if cache is None else (cache["k"], cache["v"]))
     x, new = jax.lax.scan(body, x, xs)
-    logits = (rms_norm(x) @ p["unembed"]).astype(_f32(x))  # [B, t, V], cross-entropy in fp32
-    return logits if cache is None else (logits, {"k": new[0], "v": new[1]})
+    return rms_norm(x), (None if cache is None else {"k": new[0], "v": new[1]})
+
+
+def forward(params, tokens, cfg: Config, cache=None, start=0):
+    """tokens [B, t] -> logits [B, t, V] in fp32 (and the new KV cache when one is given)."""
+    h, cache_out = hidden(params, tokens, cfg, cache, start)
+    logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=_f32(h))  # [B, t, V]
+    return logits if cache is None else (logits, cache_out)
 
 
 def init_cache(cfg: Config, batch_size, max_len):
@@ -135,14 +142,62 @@ def init_cache(cfg: Config, batch_size, max_len):
 
 def loss_fn(params, tokens, cfg: Config):
     """Mean next-token cross-entropy over positions 0..T-2 of tokens [B, T] (last position unscored)."""
-    logits = forward(params, tokens, cfg)[:, :-1]  # [B, T-1, V] fp32
-    targets = tokens[:, 1:]  # [B, T-1]
-    lse = jax.nn.logsumexp(logits, axis=-1)  # [B, T-1]
-    nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    h, _ = hidden(params, tokens, cfg)
+    D = h.shape[-1]
+    h = h[:, :-1].reshape(-1, D)  # [M, D], M = B·(T-1)
+    nll, lse = cross_entropy(h, params["unembed"].astype(h.dtype), tokens[:, 1:].reshape(-1), cfg.ce_chunk)
     loss = nll.mean()
     if cfg.z_loss:
         loss = loss + cfg.z_loss * jnp.mean(lse**2)
     return loss
+
+
+def _column_chunks(V, c):
+    c = c or V
+    return [(i, min(c, V - i)) for i in range(0, V, c)]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def cross_entropy(h, W, targets, chunk):
+    """nll [M] and logsumexp [M] (fp32) of the logits h @ W, h [M, D], W [D, V], targets [M].
+
+    The [M, V] logits are never stored: they are made `chunk` vocabulary columns at a time (an online
+    logsumexp across chunks) and made again in the backward pass. With V = 50257 the full logits
+    are 200 kB per token; chunks stay in cache, where a memory-bound pass would not (and on an
+    accelerator they would be the largest activation of all)."""
+    return _ce_fwd(h, W, targets, chunk)[0]
+
+
+def _ce_fwd(h, W, targets, chunk):
+    f32 = _f32(h)
+    m = jnp.full(h.shape[:1], -jnp.inf, f32)  # running max [M]
+    s = jnp.zeros(h.shape[:1], f32)  # running sum of exp(logit - m)
+    tl = jnp.zeros(h.shape[:1], f32)  # target logit
+    for i, c in _column_chunks(W.shape[1], chunk):
+        lg = jnp.dot(h, W[:, i:i + c], preferred_element_type=f32)  # [M, c]
+        mn = jnp.maximum(m, lg.max(-1))
+        s = s * jnp.exp(m - mn) + jnp.exp(lg - mn[:, None]).sum(-1)
+        m = mn
+        tl += jnp.where(targets[:, None] == i + jnp.arange(c), lg, 0).sum(-1)
+    lse = m + jnp.log(s)
+    return (lse - tl, lse), (h, W, targets, lse)
+
+
+def _ce_bwd(chunk, res, g):
+    h, W, targets, lse = res
+    g_nll, g_lse = g  # [M] each: d nll / d logits = softmax - onehot, d lse / d logits = softmax
+    f32 = _f32(h)
+    dh, dW = jnp.zeros(h.shape, f32), []
+    for i, c in _column_chunks(W.shape[1], chunk):
+        Wc = W[:, i:i + c]
+        p = jnp.exp(jnp.dot(h, Wc, preferred_element_type=f32) - lse[:, None])  # softmax [M, c]
+        dl = p * (g_nll + g_lse)[:, None] - jnp.where(targets[:, None] == i + jnp.arange(c), g_nll[:, None], 0)
+        dW.append(jnp.dot(h.T, dl.astype(h.dtype), preferred_element_type=f32))  # [D, c]
+        dh += jnp.dot(dl.astype(h.dtype), Wc.T, preferred_element_type=f32)
+    return dh.astype(h.dtype), jnp.concatenate(dW, axis=1).astype(W.dtype), None
+
+
+cross_entropy.defvjp(_ce_fwd, _ce_bwd)
 
 
 def count_params(cfg: Config):
