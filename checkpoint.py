@@ -5,11 +5,13 @@ bf16 stored as its uint16 bit pattern) and meta.json (step, tokens, config, metr
 sha256, dtype and shape of every array). A checkpoint is written into a temporary directory and
 renamed into place, and meta.json is written last, so an interrupted write never looks valid; on
 load the hash is checked, so a corrupt or truncated file is refused instead of loaded as garbage.
+Used by train.py (save / resume / init_from) and sample.py; tests: tests/test_checkpoint.py.
 """
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +33,28 @@ def _to_host(x):
     return np.asarray(x)
 
 
+def code_version():
+    """The git commit of this code (None outside a git checkout), stored with every checkpoint."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save(out_dir, step, trees, meta, keep=2):
-    """Write trees (dict name -> pytree) and meta (JSON-able dict) as ckpt_<step>; keep the newest `keep`."""
+    """Write trees (dict name -> pytree) and meta (JSON-able dict) as ckpt_<step>; keep the newest `keep`.
+
+    Every process must call it (multi-host arrays are gathered); only process 0 writes."""
     arrays, info = {}, {}
     for name, tree in trees.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -44,20 +66,31 @@ def save(out_dir, step, trees, meta, keep=2):
         return None
     final = os.path.join(out_dir, f"ckpt_{step:09d}")
     tmp = final + f".tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for d in os.listdir(out_dir):  # leftovers of writes that were killed (never valid: no ckpt_<digits> name)
+        if d.startswith("ckpt_") and ".tmp" in d:
+            shutil.rmtree(os.path.join(out_dir, d), ignore_errors=True)
     os.makedirs(tmp)
-    with open(os.path.join(tmp, "arrays.npz"), "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    meta = dict(meta, step=step, arrays=info, sha256=_sha256(os.path.join(tmp, "arrays.npz")))
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump(meta, f)
-        f.flush()
-        os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in [p for _, p in list_checkpoints(out_dir)][:-keep] if keep > 0 else []:
+    try:
+        with open(os.path.join(tmp, "arrays.npz"), "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = dict(meta, step=step, arrays=info, sha256=_sha256(os.path.join(tmp, "arrays.npz")))
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync(out_dir)  # the rename itself is durable
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Checkpoints after this step are from a future this run has replaced (a resume that skipped a
+    # corrupt newer one): drop them, then all but the newest `keep` up to this step.
+    ckpts = list_checkpoints(out_dir)
+    drop = [p for s, p in ckpts if s > step] + ([p for s, p in ckpts if s <= step][:-keep] if keep > 0 else [])
+    for old in drop:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -71,14 +104,11 @@ def _sha256(path):
 
 
 def list_checkpoints(out_dir):
-    """(step, path) of every finished checkpoint directory, oldest first (validity not checked)."""
+    """(step, path) of every ckpt_<step> directory, oldest first (validity not checked)."""
     if not os.path.isdir(out_dir):
         return []
-    found = []
-    for d in os.listdir(out_dir):
-        if d.startswith("ckpt_") and d[5:].isdigit() and os.path.isfile(os.path.join(out_dir, d, "meta.json")):
-            found.append((int(d[5:]), os.path.join(out_dir, d)))
-    return sorted(found)
+    found = [(int(d[5:]), os.path.join(out_dir, d)) for d in os.listdir(out_dir) if d.startswith("ckpt_") and d[5:].isdigit()]
+    return sorted(p for p in found if os.path.isdir(p[1]))
 
 
 def read_meta(path, verify=True):
@@ -87,9 +117,11 @@ def read_meta(path, verify=True):
         with open(os.path.join(path, "meta.json")) as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: unreadable meta.json ({e})") from None
+        raise CheckpointError(f"checkpoint {path}: missing or unreadable meta.json ({e})") from None
+    if not isinstance(meta, dict) or not {"step", "arrays", "sha256"} <= set(meta):
+        raise CheckpointError(f"checkpoint {path}: meta.json lacks step/arrays/sha256 (not a checkpoint of this code?)")
     if verify and (not os.path.isfile(os.path.join(path, "arrays.npz"))
-                   or _sha256(os.path.join(path, "arrays.npz")) != meta.get("sha256")):
+                   or _sha256(os.path.join(path, "arrays.npz")) != meta["sha256"]):
         raise CheckpointError(f"checkpoint {path}: arrays.npz is missing, truncated or corrupt (sha256 mismatch)")
     return meta
 
@@ -111,7 +143,7 @@ def load(path, like, shardings=None):
     Each array is placed with the matching leaf of `shardings` (any mesh: every process reads the
     file and keeps only its shards), so a run saved on one mesh resumes on another."""
     meta = read_meta(path)
-    out = {}
+    out, used = {}, set()
     with np.load(os.path.join(path, "arrays.npz")) as z:
         for name, tree in like.items():
             leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
@@ -128,5 +160,10 @@ def load(path, like, shardings=None):
                 a = z[k].view(jnp.bfloat16) if dtype == "bfloat16" else z[k]
                 new.append(jax.make_array_from_callback(a.shape, sh, lambda idx, a=a: a[idx]) if sh is not None
                            else jnp.asarray(a))
+                used.add(k)
             out[name] = jax.tree_util.tree_unflatten(treedef, new)
+    extra = sorted(k for k in meta["arrays"] if k.split("/")[0] in like and k not in used)
+    if extra:  # e.g. Adam's v loaded into SGD with momentum: every array of a loaded tree must be used
+        raise CheckpointError(f"checkpoint {path}: holds arrays the config has no place for ({', '.join(extra[:3])}"
+                              f"{', ...' if len(extra) > 3 else ''}; saved by a different model/optimizer?)")
     return out, meta
