@@ -16,8 +16,7 @@ eval_tokens = 10_000_000
 eval_every = 250_000_000
 log_every = 5_000_000
 ckpt_every = 250_000_000
-optimizer = "adamw"
+optimizer = "adamw"  # β1 defaults to 0.9 for adamw, 0 (no momentum) for sgd and adafactor
 lr = 2.4e-3
-b1 = 0.9
 b2 = 0.9999
 compute_dtype = "float32"  # paper: fp32 activations; on GPUs --compute_dtype=bfloat16 is several times faster

@@ -19,11 +19,12 @@ eval_tokens = 20_000_000
 eval_every = 1_000_000_000
 log_every = 20_000_000
 ckpt_every = 500_000_000
-optimizer = "adamw"
+optimizer = "adamw"  # β1 defaults to 0.9 for adamw, 0 (no momentum) for sgd and adafactor
 lr = 2e-4
-b1 = 0.9
 b2 = 0.95
 weight_decay = 0.1
 compute_dtype = "float32"  # paper: fp32 activations; on GPUs --compute_dtype=bfloat16 is several times faster
 remat = True
 mesh_model = 4
+plan_devices = 4  # --dry_run plans for the paper's 4 TPU v4 chips on any machine (a real run uses the devices present)
+plan_device = "TPU v4"

@@ -13,7 +13,6 @@ train_tokens = 600_000
 eval_tokens = 65_536
 eval_every = 100_000
 log_every = 8_192
-optimizer = "adamw"
+optimizer = "adamw"  # β1 defaults to 0.9 for adamw, 0 (no momentum) for sgd and adafactor
 lr = 3e-3
-b1 = 0.9
 t2 = 1_000_000  # β2 half-life in tokens: β2 = 0.5^(B·T/t2) ≈ 0.99991 at B·T = 128
