@@ -9,6 +9,7 @@ import difflib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +33,9 @@ DEFAULTS = dict(
     out_dir="out/tiny",
     data="stdlib",  # a source name ('stdlib', 'fineweb-edu'), a dataset dir, text files, or .bin shards
     data_dir="data",  # where prepared token files live
-    init_from="scratch",  # 'scratch' | 'resume' (newest valid checkpoint in out_dir) | a checkpoint dir
+    init_from="scratch",  # 'scratch' | 'resume' (newest valid checkpoint in out_dir) | a checkpoint or run dir
+    overwrite=False,  # start anew in an out_dir that holds another run's checkpoints (deletes them)
+    allow_budget_change=False,  # resume with a different train_tokens (the cosine LR then follows the new length)
     # model (paper Table 1 names: D = d_model, L = n_layers, T = seq_len, H = head_dim)
     d_model=384, n_layers=6, head_dim=128, mlp_ratio=4, seq_len=512, vocab_size=50257,
     param_dtype="float32", compute_dtype="float32",
@@ -53,9 +56,16 @@ DEFAULTS = dict(
     peak_flops=0.0,  # per-device peak for MFU; 0: from the device table, or measured on CPU
     max_hours=24.0,  # refuse to start a run projected to take longer at the measured peak (force=True to run)
     force=False, dry_run=False,
+    # multi-host (one process per host): TPU pods, SLURM and Open MPI are detected by jax.distributed;
+    # elsewhere (CPU) give all three. num_processes 0: detect, else one process; 1: never distributed.
+    coordinator_address="", num_processes=0, process_id=-1,
+    # --dry_run plans for hardware it need not have: plan_devices 0 = the devices present, plan_device
+    # a PEAKS name ('' = the present kind); plan_mfu the assumed model-FLOPs utilization for the wall time
+    plan_devices=0, plan_device="", plan_mfu=0.4,
 )
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2"}
 PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "A100": 312e12, "H100": 989e12, "H200": 989e12}
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "A100": 80, "H100": 80, "H200": 141}  # memory per device
 
 
 def fail(msg):
@@ -69,7 +79,10 @@ def parse_config(argv):
     if not os.path.isfile(path):
         fail(f"config file '{path}' not found")
     scope = {}
-    exec(compile(open(path).read(), path, "exec"), scope)
+    try:
+        exec(compile(open(path).read(), path, "exec"), scope)
+    except Exception as e:  # a typo in the config file: one line, not a traceback
+        fail(f"config file '{path}': {type(e).__name__}: {e}")
     given = {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not hasattr(v, "__spec__")}
     for a in args:
         if not a.startswith("--"):
@@ -115,33 +128,104 @@ def model_config(cfg):
         fail(str(e))
 
 
-# ---------------------------------------------------------------- sharding over the (data, model) mesh
+# ---------------------------------------------------------------- processes, the (data, model) mesh, shardings
+def init_distributed(cfg):
+    """Join the other processes of a multi-host run; must run before JAX touches a device. Without a
+    coordinator (from the config or JAX_COORDINATOR_ADDRESS) jax.distributed looks for a TPU pod, SLURM
+    or Open MPI job itself; finding none (or JAX already started in this process) leaves one process."""
+    if cfg["num_processes"] == 1 or jax.distributed.is_initialized():
+        return
+    given = dict(coordinator_address=cfg["coordinator_address"] or None, num_processes=cfg["num_processes"] or None,
+                 process_id=None if cfg["process_id"] < 0 else cfg["process_id"])
+    explicit = any(v is not None for v in given.values()) or "JAX_COORDINATOR_ADDRESS" in os.environ
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
+    try:
+        jax.distributed.initialize(**given)
+    except (ValueError, RuntimeError) as e:
+        if explicit:
+            args = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+            fail(f"jax.distributed.initialize({args}): {e}")
+
+
 def make_mesh(cfg):
-    n, m = jax.device_count(), cfg["mesh_model"]
-    if n % m:
+    """The (data, model) mesh over every device of every process. A dry run with plan_devices gets an
+    abstract mesh of that many devices instead: its program is lowered, never run, so they need not exist."""
+    planned = cfg["dry_run"] and cfg["plan_devices"]
+    n, m = cfg["plan_devices"] if planned else jax.device_count(), cfg["mesh_model"]
+    if m < 1 or n % m:
         fail(f"mesh_model={m} does not divide the {n} devices")
     # Auto axes: GSPMD propagates shardings from the jit in/out shardings and inserts the collectives
-    return jax.make_mesh((n // m, m), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    axes = dict(axis_names=("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    return jax.sharding.AbstractMesh((n // m, m), **axes) if planned else jax.make_mesh((n // m, m), **axes)
 
 
-# Which mesh axis shards each dimension: FSDP over 'data' on D, tensor parallel over 'model' on heads/F/V.
-RULES = {"embed": (None, "model"), "q": (None, "data", "model", None), "k": (None, "data", "model", None),
-         "v": (None, "data", "model", None), "o": (None, "model", None, "data"), "up": (None, "data", "model"),
-         "down": (None, "model", "data"), "unembed": ("data", "model")}
+# Which mesh axis shards each dimension of each weight: FSDP over 'data' on D (or F), tensor parallel over
+# 'model' on heads, F and V (Megatron: q, k, v, up split by output; o, down by input, so each block needs
+# one all-reduce per half). The embedding table is vocabulary-parallel like the output layer; no weight
+# is replicated over 'data', so weights and optimizer state cost 1 / (data x model) of the model per device.
+RULES = {"embed": ("model", "data"),  # [V, D]
+         "q": (None, "data", "model", None), "k": (None, "data", "model", None), "v": (None, "data", "model", None),
+         "o": (None, "model", None, "data"),  # [L, N, H, D]
+         "up": (None, "data", "model"), "down": (None, "model", "data"),  # [L, D, F], [L, F, D]
+         "unembed": ("data", "model")}  # [D, V]
+
+
+def param_spec(name, shape, mesh):
+    # an axis that does not divide its dimension is dropped (replicated) rather than padded: jax.Arrays
+    # must split evenly (GPT-2's V = 50257 is odd, so its embeddings are never split over V)
+    return P(*[a if a and shape[i] % mesh.shape[a] == 0 else None for i, a in enumerate(RULES[name])])
 
 
 def param_shardings(params, mesh):
-    def spec(path, x):
-        axes = RULES[getattr(path[-1], "key", "")]
-        # an axis that does not divide its dimension is dropped (replicated) rather than padded
-        return NamedSharding(mesh, P(*[a if a and x.shape[i] % mesh.shape[a] == 0 else None for i, a in enumerate(axes)]))
+    spec = lambda path, x: NamedSharding(mesh, param_spec(path[-1].key, x.shape, mesh))
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
-def like_shardings(tree, params, p_shard, mesh):
-    """Optimizer state leaves shaped like a parameter are sharded like it; the rest are replicated."""
-    by_shape = {x.shape: s for x, s in zip(jax.tree.leaves(params), jax.tree.leaves(p_shard))}
-    return jax.tree.map(lambda x: by_shape.get(x.shape, NamedSharding(mesh, P())), tree)
+def like_shardings(state, params, p_shard, mesh):
+    """Optimizer state is sharded like the parameter it belongs to: Adam's m, v (state[k][param path])
+    exactly like it; Adafactor's row / column factors r, c (state['v'][param path]['r' | 'c']) like it
+    with the averaged-over axis removed (optim._factor_axes). The step counter is replicated."""
+    keys = lambda path: tuple(k.key for k in path)
+    by_path = {keys(path): (x.shape, tuple(s.spec) + (None,) * (x.ndim - len(s.spec)))
+               for (path, x), s in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(p_shard))}
+
+    def spec(path, x):
+        k = keys(path)[1:]  # drop the state's own key ('m', 'v', ...)
+        if k in by_path:
+            return NamedSharding(mesh, P(*by_path[k][1]))
+        if k[:-1] not in by_path:
+            return NamedSharding(mesh, P())
+        shape, axes = by_path[k[:-1]]
+        if k[-1] in ("r", "c"):
+            a, b = optim._factor_axes(shape, 0)
+            gone = b if k[-1] == "r" else a  # r averages g^2 over axis b, c over axis a
+            axes = axes[:gone] + axes[gone + 1:]
+        return NamedSharding(mesh, P(*axes))
+    return jax.tree_util.tree_map_with_path(spec, state)
+
+
+def shardings(abs_params, abs_opt, mesh):
+    """Where every array of the train step lives. Batches [B, T] are split over 'data' on B."""
+    p = param_shardings(abs_params, mesh)
+    return {"params": p, "opt": like_shardings(abs_opt, abs_params, p, mesh),
+            "batch": NamedSharding(mesh, P("data", None))}
+
+
+def data_share(batch_sharding, B):
+    """(index, count) for data.get_batch / eval_batches: the block of rows of a [B, T] batch that this
+    process's devices hold. Processes whose devices share data shards (a model axis spanning hosts)
+    read the same rows; a process never reads rows it does not hold."""
+    rows = sorted({idx[0].indices(B)[:2] for idx in batch_sharding.addressable_devices_indices_map((B, 1)).values()})
+    lo, hi = rows[0][0], rows[-1][1]
+    if sum(b - a for a, b in rows) != hi - lo or B % (hi - lo) or lo % (hi - lo):
+        fail(f"this process's devices hold batch rows {rows}, not one aligned block (a device order that "
+             "jax.make_mesh does not make)")
+    return lo // (hi - lo), B // (hi - lo)
+
+
+def global_batch(x, batch_sharding, B):
+    """This process's rows x [b, T] -> the global [B, T] batch, one jax.Array split over 'data'."""
+    return jax.make_array_from_process_local_data(batch_sharding, x, (B, x.shape[1]))
 
 
 # ---------------------------------------------------------------- MFU
@@ -166,8 +250,25 @@ def device_peak(cfg):
 
 
 # ---------------------------------------------------------------- training
+def sharded_loss(mcfg, shard):
+    """model.loss_fn with FSDP spelled out: every weight is cast to the compute dtype (when that is
+    narrower) and gathered over 'data' before use, so each device runs its own rows of the batch through
+    whole (model-split) weights, and autodiff reduce-scatters the gradient back. Left alone, GSPMD splits
+    the matmuls' contraction over 'data' instead and all-reduces activations of the whole batch on every
+    device (8 CPU devices, mesh (8, 1), D 256: 3.4x the temporary memory, 2.7x the bytes communicated)."""
+    ct = jnp.dtype(mcfg.compute_dtype)
+    whole = jax.tree.map(lambda s: NamedSharding(s.mesh, P(*[None if a == "data" else a for a in s.spec])),
+                         shard["params"])
+
+    def loss(params, tokens):
+        cast = lambda w: w.astype(ct) if ct.itemsize < w.dtype.itemsize else w
+        return model.loss_fn(jax.tree.map(lambda w, s: jax.lax.with_sharding_constraint(cast(w), s), params, whole),
+                             tokens, mcfg)
+    return loss
+
+
 def make_train_step(cfg, mcfg, opt, shard):
-    loss = partial(model.loss_fn, cfg=mcfg)
+    loss = sharded_loss(mcfg, shard)
 
     def step(params, opt_state, batch, step):
         loss_v, grads = optim.accumulate_grads(loss, params, batch, cfg["grad_accum"])
@@ -181,6 +282,20 @@ def make_train_step(cfg, mcfg, opt, shard):
 
     return jax.jit(step, donate_argnums=(0, 1), in_shardings=(shard["params"], shard["opt"], shard["batch"], None),
                    out_shardings=(shard["params"], shard["opt"], None))
+
+
+def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None):
+    """The sharded train step lowered from abstract arguments (nothing is allocated); `platform` lowers
+    for devices that are not here (an abstract mesh: --dry_run with plan_devices)."""
+    place = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    batch = jax.ShapeDtypeStruct((cfg["batch_size"], cfg["seq_len"]), jnp.int32, sharding=shard["batch"])
+    traced = make_train_step(cfg, mcfg, opt, shard).trace(
+        place(abs_params, shard["params"]), place(abs_opt, shard["opt"]), batch, np.int32(0))
+    return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
+
+
+def make_eval_loss(mcfg, shard):
+    return jax.jit(sharded_loss(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
 
 
 def load_data(cfg):
@@ -199,15 +314,190 @@ def load_data(cfg):
 
 
 def evaluate(eval_loss, params, val, cfg, batch_sharding):
+    B = cfg["eval_batch_size"]
     losses = []
-    for x in data.eval_batches(val, cfg["eval_batch_size"], cfg["seq_len"], cfg["eval_tokens"],
-                               jax.process_index(), jax.process_count()):
-        losses.append(eval_loss(params, jax.make_array_from_process_local_data(batch_sharding, x)))
+    for x in data.eval_batches(val, B, cfg["seq_len"], cfg["eval_tokens"], *data_share(batch_sharding, B)):
+        losses.append(eval_loss(params, global_batch(x, batch_sharding, B)))
     return float(np.mean(jax.device_get(losses)))
+
+
+# ---------------------------------------------------------------- the plan: sizes, FLOPs, memory per device, time
+def activation_bytes(cfg, mcfg, mesh):
+    """Estimated bytes per device of what one micro-batch keeps for its backward pass: b = B / grad_accum /
+    data rows, head and MLP tensors split over 'model' when it divides them, in the compute dtype.
+    A block keeps 4 tensors [b, T, D] (its input, both norms, the mid residual), 6 head-width ones (q, k, v,
+    then q, k after qk-norm and RoPE, the attention output), the attention probabilities [b, N, T, T] (XLA's
+    attention keeps them) and 2 [b, T, F] (the MLP before and after GELU). With remat only each block's input
+    is kept and one block is recomputed at a time. The loss keeps the final hidden state and one chunk of
+    logits [b·T, ce_chunk] in fp32, two while differentiating (model.cross_entropy)."""
+    D, L, T, N, V = mcfg.d_model, mcfg.n_layers, mcfg.seq_len, mcfg.n_heads, mcfg.vocab_size
+    F, m, c = mcfg.mlp_ratio * D, mesh.shape["model"], jnp.dtype(mcfg.compute_dtype).itemsize
+    b = cfg["batch_size"] // cfg["grad_accum"] // mesh.shape["data"]
+    split = lambda n: m if n % m == 0 else 1
+    block = b * T * c * (4 * D + 6 * D / split(N) + 2 * F / split(F) + N * T / split(N))
+    kept = L * b * T * D * c if mcfg.remat else (L - 1) * block
+    return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
+
+
+def memory_plan(cfg, mcfg, abs_params, abs_opt, shard):
+    """Bytes per device, from the shard shapes the sharding rules give (works on an abstract mesh)."""
+    mesh = shard["batch"].mesh
+    per_device = lambda tree, sh, size=None: sum(math.prod(s.shard_shape(x.shape)) * (size or x.dtype.itemsize)
+                                                 for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
+    ct = jnp.dtype(mcfg.compute_dtype).itemsize
+    whole = [math.prod(x.shape) / math.prod(mesh.shape[a] for a in s.spec if a == "model") * min(ct, x.dtype.itemsize)
+             for x, s in zip(jax.tree.leaves(abs_params), jax.tree.leaves(shard["params"]))]
+    mem = {"params": per_device(abs_params, shard["params"]),
+           "gradients": per_device(abs_params, shard["params"]),  # jax.grad returns them in the params' dtype
+           "optimizer state": per_device(abs_opt, shard["opt"]),
+           # optim.accumulate_grads sums micro-batch gradients in fp32
+           "accumulation buffer": per_device(abs_params, shard["params"], 4) if cfg["grad_accum"] > 1 else 0,
+           "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # sharded_loss, all layers
+           "activations": activation_bytes(cfg, mcfg, mesh)}
+    mem["total"] = sum(mem.values())
+    return mem
+
+
+def plan(cfg, mcfg, opt, abs_params, abs_opt, shard, log):
+    """Print (and return) what the run will cost: sizes, FLOPs, bytes per device, hours. Abstract: on an
+    abstract mesh (--dry_run with plan_devices) this plans for hardware that is not present."""
+    mesh = shard["batch"].mesh
+    n, planned = mesh.size, not isinstance(mesh, jax.sharding.Mesh)
+    use_plan = cfg["dry_run"] and cfg["plan_device"]
+    kind = cfg["plan_device"] if use_plan else jax.devices()[0].device_kind
+    if cfg["peak_flops"] or not use_plan:
+        peak, peak_src = device_peak(cfg)
+    else:
+        name = next((k for k in PEAKS if k in kind), None)
+        if name is None:
+            fail(f"plan_device={kind!r} is not in the device table ({', '.join(PEAKS)}); give --peak_flops")
+        peak, peak_src = PEAKS[name], f"{name} table (bf16 dense)"
+    stats = None if planned else jax.local_devices()[0].memory_stats()
+    hbm = stats["bytes_limit"] if stats and "bytes_limit" in stats else next(
+        (g * 2**30 for k, g in HBM_GIB.items() if k in kind), None)
+    B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
+    flops_step = cfg["flops_per_token"] * B * T
+    hours = cfg["n_steps"] * flops_step / (peak * n) / 3600
+    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard)
+    gb = lambda x: f"{x / 1e9:9.3f} GB"
+    log(f"plan: {n} x {kind} as mesh data {mesh.shape['data']} x model {mesh.shape['model']}"
+        f"{' (planned: not present here)' if planned else ''}")
+    log(f"  params     {cfg['params_nonembed']:,} non-embedding, {cfg['params_active']:,} active, "
+        f"{cfg['params_total']:,} total (untied embeddings)")
+    log(f"  FLOPs      {cfg['flops_per_token']:.3g} per token (6N + 12LTD), {flops_step:.3g} per step of {B * T:,} "
+        f"tokens, {cfg['n_steps'] * flops_step:.3g} for {cfg['n_steps']:,} steps")
+    log(f"  time       {hours:,.1f} h at 100% MFU ({peak / 1e12:.4g} TFLOP/s per device, {peak_src}); "
+        f"{hours / cfg['plan_mfu']:,.1f} h at plan_mfu {cfg['plan_mfu']:.0%}")
+    log(f"  memory per device: batch {B} = {A} micro-batch(es) x {B // A} sequences, "
+        f"{B // A // mesh.shape['data']} per data shard, of {T} tokens")
+    notes = {"params": mcfg.param_dtype, "gradients": mcfg.param_dtype, "optimizer state": f"{cfg['optimizer']}, fp32",
+             "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
+             "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
+             "activations": f"estimate: {'remat, block inputs + 1 block' if mcfg.remat else 'every block'} + loss"}
+    for k, v in mem.items():
+        log(f"    {k:20s}{gb(v)}  {notes.get(k, '') if k != 'total' else ''}"
+            f"{f'of {hbm / 1e9:.1f} GB ({kind})' if k == 'total' and hbm else ''}")
+    if hbm and mem["total"] > hbm:
+        log(f"  warning: the estimate exceeds the device memory; more devices, a larger mesh_model, remat=True "
+            f"or a larger grad_accum (smaller micro-batches) would fit")
+    whole = [f"{p[-1].key} {list(x.shape)}" for (p, x), s in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0],
+             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, RULES[p[-1].key]) if r)]
+    if whole:
+        log(f"  not split over some mesh axis (it does not divide the dimension): {', '.join(whole)}")
+    if cfg["dry_run"]:  # build the sharded step for real, short of running it
+        t0 = time.perf_counter()
+        platform = ("tpu" if "TPU" in kind else "cpu" if kind == "cpu" else "cuda") if planned else None
+        lowered = lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform)
+        log(f"  lowered the sharded train step for {n} x {kind} in {time.perf_counter() - t0:.1f} s")
+        if not planned:  # the devices are here: XLA's own count of the compiled step's memory
+            ma = lowered.compile().memory_analysis()
+            xla = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes)
+            log(f"  XLA, compiled: arguments {gb(ma.argument_size_in_bytes).strip()} (params, optimizer state, batch), "
+                f"temporaries {gb(ma.temp_size_in_bytes).strip()} per device")
+    return dict(mem=mem, hours=hours, peak=peak, hbm=hbm, **({"xla": xla} if cfg["dry_run"] and not planned else {}))
+
+
+# ---------------------------------------------------------------- where a run starts: scratch, resume or init_from
+SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype")
+# a resumed run continues the same optimization: same model, optimizer, and tokens per step
+RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "resolved_lr", "resolved_b1", "resolved_b2",
+                            "eps", "weight_decay", "clip_norm", "schedule", "warmup")
+FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
+             "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu"}
+
+
+def start_point(cfg, log):
+    """(checkpoint, its meta) the run starts from, (None, None) for scratch. Reads no arrays. Refuses a
+    checkpoint that does not fit the config, and an out_dir holding another run's checkpoints."""
+    out, init = cfg["out_dir"], cfg["init_from"]
+    ckpts = checkpoint.list_checkpoints(out)
+    if init == "resume":
+        path = checkpoint.latest_valid(out, log)
+        if path is None:
+            fail(f"init_from='resume' but {out} holds no valid checkpoint" + (" (see the warnings above)" if ckpts else ""))
+        meta = checkpoint.read_meta(path, verify=False)  # latest_valid has just verified it
+        check_resume(cfg, meta, path, log)
+        return path, meta
+    if ckpts and not cfg["overwrite"]:
+        fail(f"{out} already holds another run's checkpoints ({os.path.basename(ckpts[-1][1])}): continue it with "
+             "--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
+    path = meta = None
+    if init != "scratch":  # fine-tuning: a checkpoint, or a run directory (its newest valid checkpoint)
+        path = init if os.path.exists(os.path.join(init, "meta.json")) else checkpoint.latest_valid(init, log)
+        if path is None:
+            fail(f"init_from={init!r} is not 'scratch', 'resume', a checkpoint, or a directory holding a valid one")
+        try:
+            meta = checkpoint.read_meta(path)
+        except checkpoint.CheckpointError as e:
+            fail(str(e))
+        saved = meta.get("config", {})
+        diff = [f"{k} {saved.get(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if saved.get(k) != cfg[k]]
+        if diff:
+            fail(f"init_from={path}: the checkpoint's model differs from the config's ({'; '.join(diff)})")
+        if ckpts and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
+            fail(f"init_from={path} lies in out_dir {out}, whose checkpoints --overwrite=True would delete")
+    if ckpts and jax.process_index() == 0:
+        log(f"overwrite: deleting the {len(ckpts)} checkpoint(s) of the previous run in {out}")
+        for _, p in ckpts:
+            shutil.rmtree(p)
+    return path, meta
+
+
+def check_resume(cfg, meta, path, log):
+    """Refuse to resume into a different model, optimizer or step size; a different token budget only
+    when asked (a cosine schedule then follows the new length from the resume point on)."""
+    old = meta.get("config", {})
+    if not {"metrics", "pending_losses", "data"} <= set(meta):
+        fail(f"cannot resume {path}: written by an older train.py; start from its weights with --init_from={path}")
+    diff = [f"{k} {old.get(k)!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k) != cfg[k]]
+    if diff:
+        fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); "
+             f"start a new run from its weights with --init_from={path} instead")
+    if old.get("train_tokens") != cfg["train_tokens"]:
+        if not cfg["allow_budget_change"]:
+            fail(f"cannot resume {path}: train_tokens {old.get('train_tokens', 0):,} -> {cfg['train_tokens']:,} changes the "
+                 f"run's length and LR schedule; pass --allow_budget_change=True to continue with the new budget")
+        if meta["step"] > cfg["n_steps"]:
+            fail(f"cannot resume {path}: it is at step {meta['step']:,}, past the new budget's {cfg['n_steps']:,} steps")
+        if cfg["schedule"] == "cosine":
+            log(f"note: train_tokens {old['train_tokens']:,} -> {cfg['train_tokens']:,}: the cosine schedule now spans "
+                f"{cfg['n_steps']:,} steps, so the LR from step {meta['step']:,} on differs from the original run's")
+    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items()
+               if k in DEFAULTS and k not in FREE_KEYS and k not in RESUME_KEYS and old.get(k) != v]
+    if changed:
+        log(f"note: resuming with changed settings: {'; '.join(changed)}")
+
+
+def write_lines(path, rows):
+    """metrics.jsonl, rewritten atomically: one JSON object per line."""
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
 
 
 def main(argv):
     cfg = parse_config(argv)
+    init_distributed(cfg)
     mcfg = model_config(cfg)
     counts = model.count_params(mcfg)
     B, T = cfg["batch_size"], cfg["seq_len"]
@@ -229,9 +519,10 @@ def main(argv):
                params_nonembed=counts["nonembed"], params_active=counts["active"], params_total=counts["total"],
                flops_per_token=model.flops_per_token(mcfg))
     mesh = make_mesh(cfg)
-    if B % mesh.shape["data"]:
-        fail(f"batch_size={B} must be divisible by the {mesh.shape['data']}-way data axis of the mesh")
     n_data = mesh.shape["data"]
+    if B // cfg["grad_accum"] % n_data:  # each micro-batch is split over the data axis
+        fail(f"the micro-batch batch_size / grad_accum = {B // cfg['grad_accum']} must be divisible by the "
+             f"{n_data}-way data axis of the mesh")
     cfg["eval_batch_size"] = cfg["eval_batch_size"] or -(-max(8, B // cfg["grad_accum"]) // n_data) * n_data
     if cfg["eval_batch_size"] % n_data:
         fail(f"eval_batch_size={cfg['eval_batch_size']} must be divisible by the {n_data}-way data axis of the mesh")
@@ -246,85 +537,114 @@ def main(argv):
     key = jax.random.PRNGKey(cfg["seed"])
     abs_params = jax.eval_shape(partial(model.init, mcfg), key)
     abs_opt = jax.eval_shape(opt.init, abs_params)
-    shard = {"params": param_shardings(abs_params, mesh)}
-    shard["opt"] = like_shardings(abs_opt, abs_params, shard["params"], mesh)
-    shard["batch"] = NamedSharding(mesh, P("data", None))
-    peak, peak_src = device_peak(cfg)
-    flops_step = cfg["flops_per_token"] * tokens_per_step
-    hours = n_steps * flops_step / (peak * jax.device_count()) / 3600
-    log(f"params: {counts['nonembed']:,} non-embedding, {counts['active']:,} active, {counts['total']:,} total; "
-        f"optimizer state {optim.state_bytes(cfg['optimizer'], abs_params, b1) / 2**20:,.1f} MiB")
-    log(f"{n_steps:,} steps x {tokens_per_step:,} tokens = {cfg['train_tokens']:,} tokens; {flops_step:.3g} FLOPs/step; "
-        f"peak {peak:.3g} FLOP/s/device ({peak_src}); >= {hours:.2f} h at 100% MFU on {jax.device_count()} device(s)")
+    shard = shardings(abs_params, abs_opt, mesh)
+    report = plan(cfg, mcfg, opt, abs_params, abs_opt, shard, log)
     if cfg["dry_run"]:
-        return cfg
+        return dict(cfg, plan=report)
+    peak, hours = report["peak"], report["hours"]
     if hours > cfg["max_hours"] and not cfg["force"]:
         fail(f"this run needs >= {hours:,.1f} h at 100% MFU on {jax.device_count()} x {jax.devices()[0].device_kind}; "
              f"pass --force=True to train anyway, or --dry_run=True to see the plan")
 
+    start, meta = start_point(cfg, log)  # before the data is read: a refused start fails fast
+    resume = cfg["init_from"] == "resume"
     tdata = load_data(cfg)
+    if resume and meta["data"]["train_tokens"] != len(tdata.train) and not cfg["allow_budget_change"]:
+        fail(f"cannot resume {start}: its data had {meta['data']['train_tokens']:,} training tokens, {cfg['data']!r} "
+             f"has {len(tdata.train):,}, so the batches after step {meta['step']:,} would differ")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     if master:
         with open(os.path.join(cfg["out_dir"], "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
-    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(key)
-    opt_state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
-    step0, metrics_path = 0, os.path.join(cfg["out_dir"], "metrics.jsonl")
-    if cfg["init_from"] != "scratch":
-        path = (checkpoint.latest_valid(cfg["out_dir"], log) if cfg["init_from"] == "resume" else cfg["init_from"])
-        if path is None:
-            fail(f"init_from='resume' but {cfg['out_dir']} holds no valid checkpoint")
-        try:
-            trees, meta = checkpoint.load(path, {"params": params, "opt": opt_state}, shard)
-        except checkpoint.CheckpointError as e:
-            fail(str(e))
-        params = trees["params"]
-        if cfg["init_from"] == "resume":
-            opt_state, step0 = trees["opt"], meta["step"]
-        log(f"loaded {path} (step {meta['step']})")
-    elif master and os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    try:  # only the arrays the run uses are created: a resumed run does not also initialize a model
+        if resume:
+            trees = checkpoint.load(start, {"params": abs_params, "opt": abs_opt}, shard)[0]
+            params, opt_state = trees["params"], trees["opt"]
+        else:  # scratch, or fine-tuning from a checkpoint's weights with a fresh optimizer at step 0
+            params = (checkpoint.load(start, {"params": abs_params}, shard)[0]["params"] if start else
+                      jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(key))
+            opt_state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
+    except checkpoint.CheckpointError as e:
+        fail(str(e))
+    # The run's history is the checkpoint's: metrics.jsonl is cut back to it (a killed run may have logged
+    # past its last checkpoint), and the losses of a half-done log window carry over, so the resumed log
+    # is line for line the uninterrupted one.
+    step0 = meta["step"] if resume else 0
+    history, pending = (meta["metrics"], [np.float32(x) for x in meta["pending_losses"]]) if resume else ([], [])
+    metrics_path = os.path.join(cfg["out_dir"], "metrics.jsonl")
+    if master:
+        write_lines(metrics_path, history)
+    if start:
+        log(f"{'resuming from' if resume else 'weights from'} {start} (step {meta['step']:,})")
 
     log(f"compiling the train step for {jax.device_count()} device(s), mesh {dict(mesh.shape)} ...")
     t0 = time.perf_counter()
-    batch_abs = jax.ShapeDtypeStruct((B, T), jnp.int32, sharding=shard["batch"])
-    train_step = make_train_step(cfg, mcfg, opt, shard).lower(params, opt_state, batch_abs, np.int32(0)).compile()
-    eval_loss = jax.jit(partial(model.loss_fn, cfg=mcfg))
+    train_step = lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
+    eval_loss = make_eval_loss(mcfg, shard)
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
 
+    share = data_share(shard["batch"], B)  # this process reads only the rows its devices hold
+
     def get(step):
-        x = data.get_batch(tdata.train, B, T, cfg["seed"], step, jax.process_index(), jax.process_count())
-        return jax.make_array_from_process_local_data(shard["batch"], x)
+        return global_batch(data.get_batch(tdata.train, B, T, cfg["seed"], step, *share), shard["batch"], B)
 
     def record(m):
+        history.append(m)
         if master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
 
-    def save(step):
-        checkpoint.save(cfg["out_dir"], step, {"params": params, "opt": opt_state},
-                        {"tokens": step * tokens_per_step, "config": cfg}, cfg["keep_ckpts"])
+    def check_finite(losses, done):  # losses of the len(losses) steps ending at step `done`
+        if not np.all(np.isfinite(losses)):
+            i, last = int(np.argmin(np.isfinite(losses))), checkpoint.list_checkpoints(cfg["out_dir"])
+            fail(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}; stopped without saving "
+                 f"(last good checkpoint: {last[-1][1] if last else 'none'})")
 
+    all_finite = jax.jit(lambda t: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(t)])))
+    version = checkpoint.code_version()
+
+    def save(done, pending):
+        losses = np.asarray(jax.device_get(pending), np.float32)  # the current log window's losses so far
+        check_finite(losses, done)
+        if not all_finite({"params": params, "opt": opt_state}):  # a finite loss can precede non-finite weights
+            fail(f"parameters or optimizer state are not finite after step {done:,}; stopped without saving")
+        meta = dict(tokens=done * tokens_per_step, config=cfg, metrics=history, pending_losses=losses.tolist(),
+                    # the next batch is data.get_batch(seed, step) and the bf16 rounding noise
+                    # rounding.step_key(seed, step): the random state is (seed, step)
+                    data=dict(spec=cfg["data"], train_tokens=len(tdata.train), seed=cfg["seed"], next_step=done),
+                    rng=dict(seed=cfg["seed"], step=done), code_version=version)
+        try:
+            checkpoint.save(cfg["out_dir"], done, {"params": params, "opt": opt_state}, meta, cfg["keep_ckpts"])
+        except OSError as e:
+            fail(f"could not write the checkpoint of step {done:,}: {e}")
+
+    stop = []
+
+    def on_signal(sig, frame):  # finish this step, checkpoint, exit 0; a second Ctrl-C interrupts at once
+        stop.append(signal.Signals(sig).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     every = lambda n: max(1, n // tokens_per_step) if n else 0  # token interval -> steps
     log_every, eval_every, ckpt_every = every(cfg["log_every"]), every(cfg["eval_every"]), every(cfg["ckpt_every"])
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
+    if step0 >= n_steps:
+        log(f"{start} already ends the run ({n_steps:,} steps); nothing to train")
     bar = tqdm(range(step0, n_steps), initial=step0, total=n_steps, disable=not master, unit="step",
                dynamic_ncols=True, mininterval=1.0)
-    pending, t_last, step_last, batch = [], time.perf_counter(), step0, get(step0)
+    t_last, step_last, batch = time.perf_counter(), step0, get(step0)
+    timed = [0.0, 0]  # seconds and tokens of training alone (no compile, eval or checkpoint time)
     for step in bar:
         params, opt_state, loss = train_step(params, opt_state, batch, np.int32(step))
         pending.append(loss)
         if step + 1 < n_steps:
             batch = get(step + 1)  # fetched while the device computes (async dispatch)
         done = step + 1
-        if done % log_every == 0 or done == n_steps or stop:
+        if done % log_every == 0 or done == n_steps:  # not on a signal: log windows stay the uninterrupted run's
             losses = np.asarray(jax.device_get(pending))
-            if not np.all(np.isfinite(losses)):
-                bad = done - len(losses) + int(np.argmin(np.isfinite(losses)))
-                fail(f"loss is {losses[~np.isfinite(losses)][0]} at step {bad}; stopping (last good checkpoint kept)")
+            check_finite(losses, done)
             dt = time.perf_counter() - t_last
             tps = (done - step_last) * tokens_per_step / dt
+            timed[0], timed[1] = timed[0] + dt, timed[1] + (done - step_last) * tokens_per_step
             mfu = tps * cfg["flops_per_token"] / (peak * jax.device_count())
             record(dict(step=done, tokens=done * tokens_per_step, train_loss=float(losses.mean()),
                         tokens_per_s=tps, mfu=mfu, lr=float(sched(done - 1))))
@@ -335,15 +655,26 @@ def main(argv):
             record(dict(step=done, tokens=done * tokens_per_step, val_loss=val))
             bar.write(f"step {done}: val loss {val:.4f}") if master else None
             t_last = time.perf_counter()  # keep eval time out of tokens/s
-        if (ckpt_every and done % ckpt_every == 0) or done == n_steps or stop:
-            save(done)
+        halt = bool(stop)
+        if jax.process_count() > 1:  # all hosts must stop at the same step: they agree at log steps (a sync)
+            halt = done % log_every == 0 and bool(multihost_utils.process_allgather(np.int32(halt)).any())
+        if (ckpt_every and done % ckpt_every == 0) or done == n_steps or halt:
+            save(done, pending)
             t_last = time.perf_counter()
-        if stop:
-            log(f"{stop[0]}: checkpoint written at step {done}; resume with --init_from=resume")
+        if halt:
+            log(f"{stop[0] if stop else 'signal on another host'}: checkpoint written at step {done:,}; "
+                f"resume with --init_from=resume")
             break
     bar.close()
+    if timed[0]:
+        tps = timed[1] / timed[0]
+        log(f"trained {timed[1]:,} tokens in {timed[0]:.1f} s: {tps:,.0f} tokens/s, MFU "
+            f"{tps * cfg['flops_per_token'] / (peak * jax.device_count()):.1%} of the {peak:.3g} FLOP/s/device peak above")
     return cfg
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one: nothing new was saved
+        fail("interrupted; progress since the last checkpoint is lost")
