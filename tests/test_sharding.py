@@ -84,14 +84,15 @@ def check_shardings(mesh_model, step=False):
     import jax
     import model
     import optim
+    import sharding
     import train
     cfg = train.parse_config(args("/unused", "x", **SPEC_MODEL, optimizer="adafactor", mesh_model=mesh_model))
     mcfg = train.model_config(cfg)
     opt = optim.build("adafactor", 1e-2, 0.0, 0.99)
-    mesh = train.make_mesh(cfg)
+    mesh = sharding.make_mesh(cfg)
     abs_p = jax.eval_shape(lambda k: model.init(mcfg, k), jax.random.PRNGKey(0))
     abs_s = jax.eval_shape(opt.init, abs_p)
-    shard = train.shardings(abs_p, abs_s, mesh)
+    shard = sharding.shardings(abs_p, abs_s, mesh)
     params = jax.jit(lambda k: model.init(mcfg, k), out_shardings=shard["params"])(jax.random.PRNGKey(0))
     state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
     if step:
@@ -115,6 +116,7 @@ def meshes(work):
     """Train on every mesh through train.main; record losses, shardings and cross-mesh checkpoint loads."""
     import jax
     import checkpoint
+    import sharding
     import train
     assert jax.device_count() == 8, jax.devices()
     out = {"losses": {}, "shardings": {}}
@@ -140,8 +142,8 @@ def meshes(work):
     saved = arrays(ckpt)
     one = jax.make_mesh((1, 1), ("data", "model"), devices=jax.devices()[:1])
     same = {}
-    for name, mesh in (("1x8", train.make_mesh(dict(cfg, mesh_model=8))), ("1 device", one)):
-        shard = train.shardings(like["params"], like["opt"], mesh)
+    for name, mesh in (("1x8", sharding.make_mesh(dict(cfg, mesh_model=8))), ("1 device", one)):
+        shard = sharding.shardings(like["params"], like["opt"], mesh)
         trees = checkpoint.load(str(ckpt), like, shard)[0]
         flat = {"/".join([k, *(q.key for q in p)]): x
                 for k in trees for p, x in jax.tree_util.tree_flatten_with_path(trees[k])[0]}
