@@ -1,7 +1,7 @@
 """Chinchilla scaling laws (Hoffmann et al. 2022): fit approaches 1, 2, 3 and allocate a compute budget.
 
     python scaling.py fit runs.csv [--boot 200] [--plots plots/]  # the law with 95% CIs; a, b per approach
-    python scaling.py fit out/sweep/ [--params active]             # a folder of train.py runs
+    python scaling.py fit out/sweep/ [--csv runs.csv]              # a folder of train.py runs (saved as a CSV)
     python scaling.py optimal --flops 1e21 runs.csv                # N_opt, D_opt, loss (or --loss 2.0)
     python scaling.py sweep --budgets 1e13 3e13 1e14 > sweep.sh    # train.py commands forming IsoFLOP profiles
     python scaling.py bench                                        # time approach 3 on 250 synthetic runs
@@ -16,7 +16,7 @@ keeps C = 6·N·D an honest compute count, which is what the allocation is about
 (Kaplan et al. 2020) understates C ~10x at these sizes and bends the exponents (Pearce & Song 2024);
 "total" adds the input embedding, a lookup that costs no FLOPs. Legend: N params, D tokens, C FLOPs.
 """
-import argparse, csv, json, math, os, sys, tempfile, time
+import argparse, csv, json, math, os, sys, time
 import numpy as np
 from tqdm import tqdm
 
@@ -67,7 +67,16 @@ def load_runs(folder, params="active"):
         t, l = np.array(val, dtype=np.float64).T
         N.append(n); D.append(t[-1]); loss.append(l[-1]); curves.append((n, t[t > 0], l[t > 0]))
     N, D, loss = check_runs(N, D, loss, folder, dirs)
-    return dict(N=N, D=D, loss=loss, C=6 * N * D), curves
+    return dict(N=N, D=D, loss=loss, C=6 * N * D, name=dirs), curves
+
+def save_csv(runs, path):
+    """The runs table (name, N, D, C, loss), written atomically: what `fit runs.csv` reads back."""
+    rows = zip(runs.get("name", [f"run{i}" for i in range(len(runs["N"]))]), runs["N"], runs["D"], runs["C"], runs["loss"])
+    with open(path + ".tmp", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "N", "D", "C", "loss"])
+        w.writerows([n, int(N), int(D), f"{C:.6g}", f"{l:.5f}"] for n, N, D, C, l in rows)
+    os.replace(path + ".tmp", path)
 
 # ----------------------------------------------------------------------------- approach 3: parametric fit
 def law(p, N, D):
@@ -251,9 +260,8 @@ def plot(runs, fits, out):
            title=f"log residual std {fits[3]['resid_std']:.2%}")
     for name, (fig, _) in figs.items():
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=out)
-        os.close(fd)
-        fig.savefig(tmp, dpi=120)
+        tmp = os.path.join(out, f".{name}.png.tmp")
+        fig.savefig(tmp, dpi=120, format="png")
         os.replace(tmp, os.path.join(out, f"{name}.png"))  # atomic: never half a PNG
         plt.close(fig)
 
@@ -263,9 +271,12 @@ def param_count(d_model, n_layers, params="active", vocab=V):
     return {"nonembed": nonembed, "active": nonembed + vocab * d_model, "total": nonembed + 2 * vocab * d_model}[params]
 
 def sweep(budgets, widths, aspect=64, head_dim=64, params="active", config="configs/tiny.py", out="out/sweep",
-          vocab=V, seq_len=128, flops_per_s=1e11):
-    """IsoFLOP profiles: every width (depth L = D/aspect) at every budget C, with tokens = C/(6·N). The time
-    estimate's 1e11 FLOP/s is configs/tiny.py's (600k tokens of a 6.8M-active model in ~3 min on 2 cores)."""
+          vocab=V, seq_len=128, flops_per_s=1e11, extra=()):
+    """IsoFLOP profiles: every width (depth L = D/aspect) at every budget C, with tokens = C/(6·N); extra
+    "key=value" settings go to every run. The time estimate's 1e11 FLOP/s is configs/tiny.py's on 2 idle cores."""
+    if bad := [d for d in widths if d % min(head_dim, d)]:  # a width below head_dim is one head of that width
+        raise ValueError(f"width {bad[0]} is not a multiple of head_dim={head_dim}")
+    rest = "".join(f" --{kv}" for kv in extra)
     cmds = []
     for C in budgets:
         for d in widths:
@@ -275,8 +286,8 @@ def sweep(budgets, widths, aspect=64, head_dim=64, params="active", config="conf
             secs = tok * (6 * param_count(d, L, "active", vocab) + 12 * L * seq_len * d) / flops_per_s  # PaLM App. B
             name = f"C{C:.0e}".replace("e+", "e") + f"_D{d}_L{L}"
             note = f"N={n:.3g} D/N={tok / n:.2g} ~{secs / 60:.1f} min at {flops_per_s:.0e} FLOP/s"
-            cmds.append(f"python train.py {config} --d_model={d} --n_layers={L} --head_dim={head_dim} "
-                        f"--train_tokens={tok} --out_dir={out}/{name}  # {note}")
+            cmds.append(f"python train.py {config} --d_model={d} --n_layers={L} --head_dim={min(head_dim, d)} "
+                        f"--train_tokens={tok} --out_dir={out}/{name}{rest}  # {note}")
     return cmds
 
 # ----------------------------------------------------------------------------- CLI
@@ -307,6 +318,7 @@ def main(argv=None):
     common.add_argument("--boot", type=int, default=0, help="bootstrap resamples for 95%% CIs (0: none)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--plots", help="folder for isoflop.png, optimal.png, pred_vs_obs.png")
+    common.add_argument("--csv", help="also write the runs table (name, N, D, C, loss) to this CSV")
     sub.add_parser("fit", parents=[common])
     g = sub.add_parser("optimal", parents=[common]).add_mutually_exclusive_group(required=True)
     g.add_argument("--flops", type=float, help="compute budget C")
@@ -315,16 +327,17 @@ def main(argv=None):
     s.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
     s.add_argument("--widths", type=int, nargs="+", default=[64, 128, 192, 256, 384])
     s.add_argument("--aspect", type=int, default=64, help="depth rule: n_layers = d_model / aspect")
-    s.add_argument("--head_dim", type=int, default=64)
+    s.add_argument("--head_dim", type=int, default=64, help="a narrower width gets one head of its width")
     s.add_argument("--params", default="active", choices=COUNTS)
     s.add_argument("--config", default="configs/tiny.py"), s.add_argument("--out", default="out/sweep")
     s.add_argument("--seq_len", type=int, default=128, help="for the time estimate only")
     s.add_argument("--flops_per_s", type=float, default=1e11, help="for the time estimate only")
+    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="train.py settings for every run")
     sub.add_parser("bench").add_argument("--runs", type=int, default=250)
     a = ap.parse_args(argv)
     if a.cmd == "sweep":
         print("\n".join(sweep(a.budgets, a.widths, a.aspect, a.head_dim, a.params, a.config, a.out,
-                              seq_len=a.seq_len, flops_per_s=a.flops_per_s)))
+                              seq_len=a.seq_len, flops_per_s=a.flops_per_s, extra=a.set)))
     elif a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
         rng = np.random.default_rng(0)
         N, D = 10 ** rng.uniform(7, 10, a.runs), 10 ** rng.uniform(8, 12, a.runs)
@@ -343,6 +356,8 @@ def main(argv=None):
                 print(f"approach {k}: N_opt {r['N']:.4g}  D_opt {r['D']:.4g}  D/N {r['tpp']:.1f}  loss {r['loss']:.4f}")
         if a.plots:
             plot(runs, fits, a.plots)
+        if a.csv:
+            save_csv(runs, a.csv)
 
 if __name__ == "__main__":
     try:

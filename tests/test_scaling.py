@@ -192,6 +192,7 @@ def test_example_csv_fit_and_optimal_cli(tmp_path, capsys):
     assert N3 == pytest.approx(32.2e9, rel=0.25)  # 45 noisy runs: the 5.76e23 extrapolation is good to ~15%
     for name in ("isoflop", "optimal", "pred_vs_obs"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isoflop.png", "optimal.png", "pred_vs_obs.png"]  # no temp left
 
 
 # ----------------------------------------------------------------------------- run folders and the sweep
@@ -230,6 +231,11 @@ def test_sweep_commands_form_isoflop_profiles():
         C = float(re.search(r"C(\d+e\d+)_", a["out_dir"])[1])
         tok = int(a["train_tokens"])
         assert C in budgets and 6 * N * tok == pytest.approx(C, rel=1 / tok)  # tokens are rounded: ±½ token
+    cmd = scaling.sweep([1e12], [48], aspect=32, head_dim=16, extra=["eval_tokens=32768", "eval_every=0"])[0]
+    assert parse(cmd)["n_layers"] == "2" and cmd.split("  #")[0].endswith(" --eval_tokens=32768 --eval_every=0")
+    assert parse(scaling.sweep([1e12], [8], head_dim=16)[0])["head_dim"] == "8"  # narrower than a head: one head
+    with pytest.raises(ValueError, match="width 48 is not a multiple of head_dim=32"):
+        scaling.sweep([1e12], [64, 48], head_dim=32)  # train.py would refuse it only when that run starts
 
 
 def test_fit_a_folder_of_train_runs(tmp_path, capsys):
@@ -247,8 +253,11 @@ def test_fit_a_folder_of_train_runs(tmp_path, capsys):
     assert nonembed["N"][i] == 12 * 64 ** 2  # --params switches the count
     runs, fits = scaling.fit_all(str(tmp_path))
     assert len(fits[2]["profiles"]) == 3 and abs(fits[2]["a"] - p["a"]) < 0.02  # 5 sizes/budget: bias ≈ 0.004
-    scaling.main(["fit", str(tmp_path)])
+    scaling.main(["fit", str(tmp_path), "--csv", str(tmp_path / "runs.csv")])
     assert "approach 2: a = 0.45" in capsys.readouterr().out
+    back, _ = scaling.load_csv(str(tmp_path / "runs.csv"))  # the table round-trips (loss to 5 decimals)
+    assert (back["N"] == runs["N"]).all() and (back["D"] == runs["D"]).all()
+    assert np.allclose(back["loss"], runs["loss"], atol=5e-6) and np.allclose(back["C"], runs["C"], rtol=1e-5)
 
 
 def test_unfinished_run_is_a_clear_error(tmp_path):
