@@ -1,0 +1,78 @@
+"""What stochastic rounding costs: time of one bf16 train step with stochastic vs round-to-nearest rounding.
+
+Both steps come from train.make_train_step for the same config (default configs/tiny.py), plus the fp32 step
+for reference. They run on the same random batch, in alternating timed chunks of --chunk steps (each ended
+by block_until_ready, compilation and warm-up excluded), so machine-load drift hits all of them alike.
+Prints each variant's median seconds per step and the ratio stochastic / nearest.
+
+    python benchmarks/rounding_cost.py [config.py] [--key=value ...] [--chunks=10] [--chunk=20]
+"""
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import model  # noqa: E402
+import optim  # noqa: E402
+import sharding  # noqa: E402
+import train  # noqa: E402
+
+VARIANTS = {"fp32": ("float32", "nearest"), "bf16 nearest": ("bfloat16", "nearest"),
+            "bf16 stochastic": ("bfloat16", "stochastic")}
+
+
+def build(cfg, param_dtype, rounding):
+    """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them."""
+    cfg = dict(cfg, param_dtype=param_dtype, rounding=rounding)
+    mcfg = train.model_config(cfg)
+    tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
+    no_momentum = cfg["optimizer"] != "adamw" and cfg["b1"] is None and cfg["t1"] is None  # as train.main
+    b1, b2 = optim.resolve_betas(0.0 if no_momentum else cfg["b1"], cfg["b2"], cfg["t1"], cfg["t2"], tokens_per_step)
+    lr = cfg["lr"] or optim.DEFAULT_LR[cfg["optimizer"]]
+    opt = optim.build(cfg["optimizer"], optim.constant(lr), b1, b2, cfg["eps"], cfg["weight_decay"], cfg["clip_norm"])
+    abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(cfg["seed"]))
+    abs_opt = jax.eval_shape(opt.init, abs_params)
+    shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg))
+    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(jax.random.PRNGKey(cfg["seed"]))
+    state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
+    step = train.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
+    return step, params, state, shard["batch"]
+
+
+def main(argv):
+    own = {"chunks": 10, "chunk": 20}
+    for a in [a for a in argv if a.split("=")[0][2:] in own]:
+        own[a.split("=")[0][2:]] = int(a.split("=", 1)[1])
+        argv.remove(a)
+    cfg = train.parse_config(argv)
+    if cfg["grad_accum"] != 1:
+        train.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
+    runs = {name: list(build(cfg, *v)) for name, v in VARIANTS.items()}  # name -> [step, params, state, batch sharding]
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg["vocab_size"], (cfg["batch_size"], cfg["seq_len"]), dtype=np.int32)
+    batch = jax.device_put(tokens, runs["fp32"][3])
+    times = {name: [] for name in runs}
+    for c in range(own["chunks"] + 1):  # chunk 0 warms up every variant and is not counted
+        for name, r in runs.items():
+            t = time.perf_counter()
+            for i in range(own["chunk"]):
+                r[1], r[2], loss = r[0](r[1], r[2], batch, np.int32(c * own["chunk"] + i))
+            jax.block_until_ready((r[1], loss))
+            if c:
+                times[name].append((time.perf_counter() - t) / own["chunk"])
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    n = model.count_params(train.model_config(cfg))["total"]
+    print(f"{cfg['config_file']}, batch {cfg['batch_size']} x {cfg['seq_len']}, {cfg['optimizer']}, {n:,} params, "
+          f"{jax.devices()[0].device_kind}; median of {own['chunks']} chunks of {own['chunk']} steps:")
+    for name, m in med.items():
+        print(f"  {name:16s} {m * 1e3:8.2f} ms/step")
+    print(f"stochastic / nearest = {med['bf16 stochastic'] / med['bf16 nearest']:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
