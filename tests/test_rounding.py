@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rounding import demo, nearest_round, round_tree, step_key, stochastic_round  # noqa: E402
+from rounding import demo, nearest_round, noise16, round_tree, step_key, stochastic_round  # noqa: E402
 
 BF16_MAX = 0x7F7F0000  # fp32 bit pattern of the largest finite bf16
 F32_MAX = 0x7F7FFFFF
@@ -57,6 +57,27 @@ def sample_values():
     sub = f32([0x00012345, 0x8003ABCD, 0x00003456, 0x80000001, 0x007FFFFF, 0x0000C000])
     exact = f32([0x3F800000, 0xC0490000])  # 1.0 and -3.140625: already bf16
     return np.concatenate([normal.astype(np.float32), sub, exact])
+
+
+def test_noise_is_uniform_and_independent():
+    """noise16 is a hash, not threefry, so check what rounding relies on: 16 uniform bits per element,
+    independent of the neighbouring elements (in a row, across rows) and of the previous step. Bounds are
+    5 standard errors: chi-square with 255 degrees of freedom has mean 255 and sd sqrt(510) ≈ 22.6; a
+    correlation of n independent pairs has sd 1 / sqrt(n)."""
+    a = np.asarray(noise16(step_key(0, 1), (1024, 1024)), np.int64)  # [rows, cols], 2^20 draws
+    b = np.asarray(noise16(step_key(0, 2), (1024, 1024)), np.int64)  # next step
+    assert a.dtype == np.int64 and a.min() >= 0 and a.max() < 2 ** 16
+    chi2 = lambda counts: ((counts - counts.mean()) ** 2 / counts.mean()).sum()
+    for v in (a >> 8, a & 255):  # top and bottom byte uniform
+        assert chi2(np.bincount(v.ravel(), minlength=256)) < 255 + 5 * np.sqrt(510)
+    for u, v in ((a[:, :-1], a[:, 1:]), (a[:-1], a[1:]), (a, b)):  # joint top nibbles: 256 cells
+        assert chi2(np.bincount(((u >> 12) * 16 + (v >> 12)).ravel(), minlength=256)) < 255 + 5 * np.sqrt(510)
+        assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 5 / np.sqrt(u.size)
+    bits = (a.ravel()[:, None] >> np.arange(16)) & 1  # [n, 16]: every bit is a fair coin
+    assert np.all(np.abs(bits.mean(0) - 0.5) < 5 * 0.5 / np.sqrt(a.size))
+    # every leaf shape works; a 1-d leaf equals its own row-major flat index hash, whatever its length
+    assert noise16(step_key(0, 1), ()).shape == () and noise16(step_key(0, 1), (2, 3, 4)).shape == (2, 3, 4)
+    np.testing.assert_array_equal(noise16(step_key(0, 1), (5,)), noise16(step_key(0, 1), (9,))[:5])
 
 
 def test_unbiased_and_two_neighbours():
