@@ -257,6 +257,7 @@ def write_lines(path, rows):
 
 
 def main(argv):
+    sharding.keep_freed_memory()
     cfg = parse_config(argv)
     sharding.init_distributed(cfg)
     mcfg = model_config(cfg)
@@ -395,6 +396,10 @@ def main(argv):
                dynamic_ncols=True, mininterval=1.0)
     t_last, step_last, batch = time.perf_counter(), step0, get(step0)
     timed = [0.0, 0]  # seconds and tokens of training alone (no compile, eval or checkpoint time)
+
+    def sync():  # the steps still in flight count as training; eval and checkpoint time after them does not
+        jax.block_until_ready(params)
+        return time.perf_counter()
     for step in bar:
         params, opt_state, loss = train_step(params, opt_state, batch, np.int32(step))
         pending.append(loss)
@@ -413,16 +418,18 @@ def main(argv):
             bar.set_postfix(loss=f"{losses.mean():.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}")
             pending, t_last, step_last = [], time.perf_counter(), done
         if (eval_every and done % eval_every == 0) or done == n_steps:
+            t0 = sync()
             val = evaluate(eval_loss, params, tdata.val, cfg, shard["batch"])
             record(dict(step=done, tokens=done * tokens_per_step, val_loss=val))
             bar.write(f"step {done}: val loss {val:.4f}") if master else None
-            t_last = time.perf_counter()  # keep eval time out of tokens/s
+            t_last += time.perf_counter() - t0  # keep eval time out of tokens/s
         halt = bool(stop)
         if jax.process_count() > 1:  # all hosts must stop at the same step: they agree at log steps (a sync)
             halt = done % log_every == 0 and bool(multihost_utils.process_allgather(np.int32(halt)).any())
         if (ckpt_every and done % ckpt_every == 0) or done == n_steps or halt:
+            t0 = sync()
             save(done, pending)
-            t_last = time.perf_counter()
+            t_last += time.perf_counter() - t0
         if halt:
             log(f"{stop[0] if stop else 'signal on another host'}: checkpoint written at step {done:,}; "
                 f"resume with --init_from=resume")
