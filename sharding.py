@@ -5,6 +5,7 @@ Weights are fully sharded (FSDP) over 'data' on D (or F) and tensor-parallel ove
 and V; optimizer state is split like its weight; batches are split over 'data'. XLA (GSPMD) inserts
 every collective: nothing here moves data by hand.
 """
+import ctypes
 import math
 import os
 import time
@@ -27,6 +28,19 @@ HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "A100": 80, "H100": 80
 
 
 # ---------------------------------------------------------------- processes, the (data, model) mesh, shardings
+def keep_freed_memory():
+    """Make glibc malloc keep freed memory for reuse (one arena, no mmap, no trimming). XLA:CPU allocates a
+    step's large temporaries afresh; glibc serves those with mmap and unmaps them on free, so every step
+    page-faults tens of MB of new pages (fresh pages write at 2 GB/s on this project's VM, reused ones at
+    16). The 30M model's step gets ~1.2x faster. Call before JAX starts its threads; no-op without glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # <malloc.h>
+    libc.mallopt(M_ARENA_MAX, 1), libc.mallopt(M_MMAP_MAX, 0), libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+
 def init_distributed(cfg):
     """Join the other processes of a multi-host run; must run before JAX touches a device. Without a
     coordinator (from the config or JAX_COORDINATOR_ADDRESS) jax.distributed looks for a TPU pod, SLURM
@@ -140,7 +154,7 @@ def device_peak(cfg):
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
     best = math.inf
-    for _ in range(5):
+    for _ in range(10):  # the best of 10: a shared machine's speed drifts, and a low peak would flatter MFU
         t = time.perf_counter()
         f(a).block_until_ready()
         best = min(best, time.perf_counter() - t)

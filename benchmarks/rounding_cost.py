@@ -45,6 +45,7 @@ def build(cfg, param_dtype, rounding):
 
 
 def main(argv):
+    sharding.keep_freed_memory()  # as train.main
     own = {"chunks": 10, "chunk": 20}
     for a in [a for a in argv if a.split("=")[0][2:] in own]:
         own[a.split("=")[0][2:]] = int(a.split("=", 1)[1])

@@ -176,3 +176,14 @@ def test_chunked_cross_entropy_equals_materialized_logits(params, chunk):
     g, g_ref = jax.grad(model.loss_fn)(params, x, cfg), jax.grad(reference)(params)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):  # fp32 sums in another order: ~1e-6
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()))
+
+
+def test_gelu_and_its_derivative_match_jax():
+    """model.gelu's hand-written VJP against autodiff through jax.nn.gelu(approximate=True), in fp64 so
+    that only the formula, not rounding, could make them differ."""
+    with jax.enable_x64(True):
+        x = jnp.linspace(-8, 8, 10_001, dtype=jnp.float64)
+        np.testing.assert_allclose(model.gelu(x), jax.nn.gelu(x, approximate=True), rtol=1e-13, atol=1e-14)  # 1 + t cancels where t ≈ -1
+        d = jax.vmap(jax.grad(model.gelu))(x)
+        d_ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=True)))(x)
+        np.testing.assert_allclose(d, d_ref, rtol=1e-13, atol=1e-14)
