@@ -15,26 +15,20 @@ import jax.numpy as jnp
 _SR_STREAM = 0x5352  # "SR": keeps rounding noise independent of other streams drawn from the same seed
 
 
-def _mix(h):
-    """murmur3's 32-bit finalizer: a bijection on uint32 in which every input bit flips each output bit with
-    probability ≈ 1/2 (full avalanche)."""
+def _mix(h):  # murmur3's 32-bit finalizer: a bijection on uint32 with full avalanche
     h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
     h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
     return h ^ (h >> 16)
 
 
 def noise16(key, shape):
-    """Uniform integers in [0, 2^16) as uint32, one per element: a counter-based hash of the element's index.
+    """Uniform integers in [0, 2^16) (uint32), one per element: a counter-based hash of its index.
 
-    Why not jax.random.bits: threefry costs ~16 ns per value on a CPU core, which made stochastic rounding
-    2.2× slower per step than nearest on configs/tiny.py (13M weights); this is a few integer ops that XLA
-    fuses into the update itself. Construction (SplitMix-style): the index within a row, stepped by the golden
-    ratio and offset by key word k0, goes through _mix; the result, xored with the row index (leading axis,
-    so leaves over 2^32 elements need no 64-bit counter) stepped and offset by k1, goes through _mix again;
-    the top 16 bits are the noise. Both words come from threefry (key), so noise differs per (seed, step,
-    leaf); within a row the first round is a bijection, so no two elements share a counter. Being a function
-    of the global index, the noise is the same on every mesh. tests/test_rounding.py checks uniformity
-    and independence between neighbours and steps."""
+    Not jax.random.bits: threefry costs ~16 ns a value on a CPU core (stochastic rounding was 2.2× slower
+    per step than nearest on configs/tiny.py); this is a few integer ops XLA fuses into the update.
+    SplitMix-style: _mix(index in row · golden ratio + k0), xored with the row index (leading axis, so no
+    64-bit counter is needed) stepped and offset by k1, through _mix again; keep the top 16 bits. k0, k1
+    come from threefry, so the noise differs per (seed, step, leaf), and it is the same on every mesh."""
     k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
     iota = lambda a: jax.lax.broadcasted_iota(jnp.uint32, shape, a)  # stays elementwise on a sharded leaf
     first = 1 if len(shape) >= 2 else 0  # 0-d and 1-d leaves are a single row
