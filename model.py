@@ -96,7 +96,7 @@ def block(cfg: Config, x, p, pos, cache=None):
     v = jnp.einsum("btd,dnh->btnh", h, p["v"])
     q, k = rope(rms_norm(q), pos, cfg.rope_base), rope(rms_norm(k), pos, cfg.rope_base)  # qk-norm, then RoPE
     if cache is None:
-        a = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # [B, t, N, H]
+        a = causal_attention(q, k, v)  # [B, t, N, H]
     else:
         k = jax.lax.dynamic_update_slice_in_dim(cache[0], k, pos[0], axis=1)  # [B, S, N, H]
         v = jax.lax.dynamic_update_slice_in_dim(cache[1], v, pos[0], axis=1)
@@ -107,6 +107,20 @@ def block(cfg: Config, x, p, pos, cache=None):
     h = rms_norm(x)
     x = x + gelu(h @ p["up"]) @ p["down"]  # [B, t, D]
     return x, cache
+
+
+def causal_attention(q, k, v):
+    """Causal self-attention of q, k, v [B, T, N, H] in two query halves. The first half sees only the
+    first half of the keys, so the quarter of the T x T scores that the mask would zero is never made;
+    XLA's jax.nn.dot_product_attention makes all of them (3-5% of the 30M model's step on CPU)."""
+    T = q.shape[1]
+    if T % 2:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    c = T // 2
+    first = jax.nn.dot_product_attention(q[:, :c], k[:, :c], v[:, :c], is_causal=True)  # [B, T/2, N, H]
+    mask = c + jnp.arange(c)[:, None] >= jnp.arange(T)[None, :]  # [T/2, T]: query c + i sees keys <= c + i
+    second = jax.nn.dot_product_attention(q[:, c:], k, v, mask=mask[None, None])
+    return jnp.concatenate([first, second], axis=1)
 
 
 @jax.custom_vjp

@@ -149,16 +149,25 @@ def device_peak(cfg):
     for name, peak in PEAKS.items():
         if name in kind:
             return peak, f"{kind} table (bf16 dense)"
-    n, dt = 2048, jnp.dtype(cfg["compute_dtype"])
-    a = jnp.ones((n, n), dt)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
+    dt = jnp.dtype(cfg["compute_dtype"])
+    return probe_peak(dt, 10), f"measured 2048x2048 {dt} matmul on {kind}"
+
+
+def probe_peak(dtype, tries):
+    """FLOP/s of the fastest of `tries` 2048 x 2048 matmuls (after one to compile). The best, not the mean: a
+    shared machine's speed drifts, and a low peak would flatter MFU."""
+    n = 2048
+    a = jnp.ones((n, n), dtype)
+    _matmul(a).block_until_ready()
     best = math.inf
-    for _ in range(10):  # the best of 10: a shared machine's speed drifts, and a low peak would flatter MFU
+    for _ in range(tries):
         t = time.perf_counter()
-        f(a).block_until_ready()
+        _matmul(a).block_until_ready()
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best, f"measured {n}x{n} {dt} matmul on {kind}"
+    return 2 * n**3 / best
+
+
+_matmul = jax.jit(lambda a: a @ a)
 
 
 def sharded_loss(mcfg, shard):
@@ -271,4 +280,5 @@ def plan(cfg, mcfg, abs_params, abs_opt, shard, log, lower=None):
             xla = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes)
             log(f"  XLA, compiled: arguments {gb(ma.argument_size_in_bytes).strip()} (params, optimizer state, batch), "
                 f"temporaries {gb(ma.temp_size_in_bytes).strip()} per device")
-    return dict(mem=mem, hours=hours, peak=peak, hbm=hbm, **({"xla": xla} if cfg["dry_run"] and not planned else {}))
+    return dict(mem=mem, hours=hours, peak=peak, measured=peak_src.startswith("measured"), hbm=hbm,
+                **({"xla": xla} if cfg["dry_run"] and not planned else {}))

@@ -106,14 +106,29 @@ def test_attention_matches_a_naive_reference(params):
     np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("T", [16, 15])
+def test_causal_attention_in_halves_equals_full_masked_attention(T):
+    """model.causal_attention (two query halves, the masked quarter skipped; odd T falls back) against
+    jax.nn.dot_product_attention over the whole causal T x T, values and gradients. Only the
+    summation order differs: fp32 agreement to ~1e-6 relative."""
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8)) for i in range(3))
+    full = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    np.testing.assert_allclose(model.causal_attention(q, k, v), full(q, k, v), rtol=1e-5, atol=1e-6)
+    w = jax.random.normal(jax.random.PRNGKey(3), (2, T, 3, 8))
+    ga = jax.grad(lambda *a: jnp.vdot(model.causal_attention(*a), w), argnums=(0, 1, 2))(q, k, v)
+    gb = jax.grad(lambda *a: jnp.vdot(full(*a), w), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(ga, gb):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_gradient_matches_finite_differences(monkeypatch):
     """jax.grad of the loss against central differences in float64 along random directions.
 
     jax.nn.dot_product_attention does its softmax in fp32 even under x64, which would swamp the
     difference quotient, so attention is swapped for a plain float64 softmax attention here."""
-    def attention(q, k, v, is_causal=True):
+    def attention(q, k, v, is_causal=False, mask=None):
         s = jnp.einsum("bqnh,bknh->bnqk", q, k) / math.sqrt(q.shape[-1])
-        s = jnp.where(jnp.tril(jnp.ones((q.shape[1],) * 2, bool)), s, -jnp.inf)
+        s = jnp.where(jnp.tril(jnp.ones((q.shape[1],) * 2, bool)) if is_causal else mask, s, -jnp.inf)
         return jnp.einsum("bnqk,bknh->bqnh", jax.nn.softmax(s, -1), v)
 
     monkeypatch.setattr(jax.nn, "dot_product_attention", attention)

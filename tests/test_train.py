@@ -46,3 +46,34 @@ def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, d
         s = run(["sample.py", f"--out_dir={out}", "--prompt=import os\n", "--max_new_tokens=20", "--seed=1"])
         assert s.returncode == 0, s.stderr[-2000:]
         assert s.stdout.startswith("import os\n") and len(s.stdout) > len("import os\n") + 10
+
+
+def test_cpu_mfu_is_against_the_peak_probed_around_each_log_window(tmp_path, monkeypatch, capsys):
+    """A shared CPU's matmul speed drifts, so train.py measures the peak again during the run: each log
+    window's MFU is against the better of the probes before and after it, and the summary against the
+    time-weighted peak. Probe results are scripted here, so the expected numbers are exact."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    import sharding
+    import train
+    probes = [100e9, 200e9, 50e9, 80e9, 60e9]  # the first is the start-up probe (device_peak)
+    it = iter(probes)
+    monkeypatch.setattr(sharding, "probe_peak", lambda dtype, tries: next(it))
+    monkeypatch.setattr(train, "PROBE_EVERY_S", -1)  # probe at every log
+    d, V, T = tmp_path / "ds", 256, 16
+    d.mkdir()
+    (np.arange(20_000) * 7 % V).astype(np.uint16).tofile(d / "tokens.u16")
+    (d / "meta.json").write_text(json.dumps(dict(token_count=20_000, train_tokens=18_000, val_tokens=2_000,
+                                                 max_token_id=V - 1, vocab_size=V)))
+    cfg = train.main([f"--data={d}", f"--out_dir={tmp_path / 'out'}", "--d_model=32", "--n_layers=1",
+                      "--head_dim=16", f"--seq_len={T}", f"--vocab_size={V}", "--batch_size=1",
+                      f"--train_tokens={40 * T}", f"--log_every={10 * T}", "--eval_every=0", f"--eval_tokens={8 * T}",
+                      "--peak_flops=0"])
+    windows = [json.loads(line) for line in open(tmp_path / "out" / "metrics.jsonl")]
+    windows = [m for m in windows if "train_loss" in m]
+    assert [m["peak_flops"] for m in windows] == [max(a, b) for a, b in zip(probes, probes[1:])]
+    for m in windows:
+        assert m["mfu"] == pytest.approx(m["tokens_per_s"] * cfg["flops_per_token"] / m["peak_flops"], rel=1e-12)
+    dt = [10 * T / m["tokens_per_s"] for m in windows]
+    mfu = 40 * T * cfg["flops_per_token"] / sum(t * m["peak_flops"] for t, m in zip(dt, windows))
+    assert f"MFU {mfu:.1%} of the" in capsys.readouterr().out
