@@ -147,12 +147,13 @@ def test_gradient_matches_finite_differences(monkeypatch):
             np.testing.assert_allclose(float(an), float(fd), rtol=1e-7)
 
 
-def test_remat_and_bf16_compute_agree_with_fp32(params):
+def test_remat_unroll_and_bf16_compute_agree_with_fp32(params):
     x = tokens()
     g = jax.grad(model.loss_fn)(params, x, SMALL)
-    g_remat = jax.grad(model.loss_fn)(params, x, model.Config(**{**SMALL.__dict__, "remat": True}))
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for change in ({"remat": True}, {"unroll": True}, {"remat": True, "unroll": True}):
+        g2 = jax.grad(model.loss_fn)(params, x, model.Config(**{**SMALL.__dict__, **change}))
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g2)):  # the same math, fp32 reassociation only
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     bf = model.Config(**{**SMALL.__dict__, "compute_dtype": "bfloat16"})
     # bf16 has an 8-bit mantissa (relative error 2^-9 per op): the loss agrees to ~1%
     np.testing.assert_allclose(float(model.loss_fn(params, x, bf)), float(model.loss_fn(params, x, SMALL)), rtol=1e-2)
