@@ -397,7 +397,7 @@ def main(argv):
     bar = tqdm(range(step0, n_steps), initial=step0, total=n_steps, disable=not master, unit="step",
                dynamic_ncols=True, mininterval=1.0)
     t_last, step_last, batch = time.perf_counter(), step0, get(step0)
-    timed = [0.0, 0, 0.0]  # seconds, tokens and peak FLOPs of training alone (no compile, eval, checkpoint)
+    timed, skipped = [0.0, 0, 0.0], False  # seconds, tokens, peak FLOPs of training alone (no compile/eval/ckpt)
     t_probe = time.perf_counter()
 
     def sync():  # the steps still in flight count as training; eval and checkpoint time after them does not
@@ -419,8 +419,9 @@ def main(argv):
                 sync()  # a window is against the better of the probes before and after it (time not counted)
                 p = sharding.probe_peak(mcfg.compute_dtype, 3)
                 window_peak, peak, t_probe = max(peak, p), p, time.perf_counter()
-            if step_last > step0 or (done == n_steps and not timed[0]):  # the summary leaves out the first window:
-                # it warms up (first touch of the step's memory; the first steps are 1.5x slower on CPU)
+            if step_last == step0 and done < n_steps:  # the summary leaves out the first window: it warms
+                skipped = True  # up (first touch of the step's memory; the first steps are 1.5x slower on CPU)
+            else:
                 timed = [timed[0] + dt, timed[1] + (done - step_last) * tokens_per_step, timed[2] + dt * window_peak]
             mfu = tps * cfg["flops_per_token"] / (window_peak * jax.device_count())
             record(dict(step=done, tokens=done * tokens_per_step, train_loss=float(losses.mean()),
@@ -450,7 +451,7 @@ def main(argv):
         log(f"trained {timed[1]:,} tokens in {timed[0]:.1f} s: {tps:,.0f} tokens/s, MFU "
             f"{tps * cfg['flops_per_token'] / (mean_peak * jax.device_count()):.1%} of the {mean_peak:.3g} FLOP/s/device "
             f"peak {'measured around the log windows' if report['measured'] else 'above'}"
-            f"{' (after the first log window: warm-up)' if timed[1] < (n_steps - step0) * tokens_per_step else ''}")
+            f"{' (after the first log window: warm-up)' if skipped else ''}")
     return cfg
 
 
