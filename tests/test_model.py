@@ -106,9 +106,9 @@ def test_attention_matches_a_naive_reference(params):
     np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("T", [16, 15])
+@pytest.mark.parametrize("T", [16, 2])  # 2: halves of one position each
 def test_causal_attention_in_halves_equals_full_masked_attention(T):
-    """model.causal_attention (two query halves, the masked quarter skipped; odd T falls back) against
+    """model.causal_attention (two query halves, the masked quarter skipped) against
     jax.nn.dot_product_attention over the whole causal T x T, values and gradients. Only the
     summation order differs: fp32 agreement to ~1e-6 relative."""
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8)) for i in range(3))
