@@ -5,6 +5,8 @@ bf16 stored as its uint16 bit pattern) and meta.json (step, tokens, config, metr
 sha256, dtype and shape of every array). A checkpoint is written into a temporary directory and
 renamed into place, and meta.json is written last, so an interrupted write never looks valid; on
 load the hash is checked, so a corrupt or truncated file is refused instead of loaded as garbage.
+Also here: where a run starts (scratch, resume, or another run's weights) and the checks that a
+checkpoint fits the config, and `atomic_write`, the one way this project writes a file.
 Used by train.py (save / resume / init_from) and sample.py; tests: tests/test_checkpoint.py.
 """
 import hashlib
@@ -17,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+
+from config import fail
 
 
 class CheckpointError(Exception):
@@ -41,6 +45,22 @@ def code_version():
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def atomic_write(path, write, mode="w"):
+    """Write a file through a temp file beside it + os.replace: a reader (or a killed writer) never sees
+    half a file. `write(f)` fills the open temp file; mode 'w' for text, 'wb' for bytes."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _fsync(path):
@@ -167,3 +187,74 @@ def load(path, like, shardings=None):
         raise CheckpointError(f"checkpoint {path}: holds arrays the config has no place for ({', '.join(extra[:3])}"
                               f"{', ...' if len(extra) > 3 else ''}; saved by a different model/optimizer?)")
     return out, meta
+
+
+# ---------------------------------------------------------------- where a run starts: scratch, resume, or weights
+SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype")
+# a resumed run continues the same optimization: same model, optimizer, and tokens per step
+RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
+                            "warmup")
+RESUME_RESOLVED = ("lr", "b1", "b2")  # compared in the derived record: a default may have changed meanwhile
+FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
+             "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu",
+             "config_file"}
+
+
+def start_point(cfg, run, log):
+    """(checkpoint, its meta, checkpoints to delete) the run starts from; (None, None, []) for scratch.
+    Reads no arrays and deletes nothing. Refuses a checkpoint that does not fit the config, and an
+    out_dir holding another run's checkpoints unless overwrite (whose checkpoints it then lists)."""
+    out, init = cfg["out_dir"], cfg["init_from"]
+    ckpts = list_checkpoints(out)
+    if init == "resume":
+        path = latest_valid(out, log)
+        if path is None:
+            fail(f"init_from='resume' but {out} holds no valid checkpoint" + (" (see the warnings above)" if ckpts else ""))
+        meta = read_meta(path, verify=False)  # latest_valid has just verified it
+        check_resume(cfg, run, meta, path, log)
+        return path, meta, []
+    if ckpts and not cfg["overwrite"]:
+        fail(f"{out} already holds another run's checkpoints ({os.path.basename(ckpts[-1][1])}): continue it with "
+             "--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
+    path = meta = None
+    if init != "scratch":  # fine-tuning: a checkpoint, or a run directory (its newest valid checkpoint)
+        path = init if os.path.exists(os.path.join(init, "meta.json")) else latest_valid(init, log)
+        if path is None:
+            fail(f"init_from={init!r} is not 'scratch', 'resume', a checkpoint, or a directory holding a valid one")
+        try:
+            meta = read_meta(path)
+        except CheckpointError as e:
+            fail(str(e))
+        saved = meta.get("config", {})
+        diff = [f"{k} {saved.get(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if saved.get(k) != cfg[k]]
+        if diff:
+            fail(f"init_from={path}: the checkpoint's model differs from the config's ({'; '.join(diff)})")
+        if ckpts and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
+            fail(f"init_from={path} lies in out_dir {out}, whose checkpoints --overwrite=True would delete")
+    return path, meta, [p for _, p in ckpts]
+
+
+def check_resume(cfg, run, meta, path, log):
+    """Refuse to resume into a different model, optimizer or step size; a different token budget only
+    when asked (a cosine schedule then follows the new length from the resume point on)."""
+    old, old_run = meta.get("config", {}), meta.get("run", {})
+    if not {"metrics", "pending_losses", "data", "run"} <= set(meta):
+        fail(f"cannot resume {path}: written by an older train.py; start from its weights with --init_from={path}")
+    diff = [f"{k} {old.get(k)!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k) != cfg[k]]
+    diff += [f"{k} {old_run.get(k)!r} -> {run[k]!r}" for k in RESUME_RESOLVED if old_run.get(k) != run[k]]
+    if diff:
+        fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); "
+             f"start a new run from its weights with --init_from={path} instead")
+    if old_run.get("train_tokens") != run["train_tokens"]:
+        if not cfg["allow_budget_change"]:
+            fail(f"cannot resume {path}: train_tokens {old_run.get('train_tokens', 0):,} -> {run['train_tokens']:,} "
+                 "changes the run's length and LR schedule; pass --allow_budget_change=True to continue with the new budget")
+        if meta["step"] > run["n_steps"]:
+            fail(f"cannot resume {path}: it is at step {meta['step']:,}, past the new budget's {run['n_steps']:,} steps")
+        if cfg["schedule"] == "cosine":
+            log(f"note: train_tokens {old_run['train_tokens']:,} -> {run['train_tokens']:,}: the cosine schedule now "
+                f"spans {run['n_steps']:,} steps, so the LR from step {meta['step']:,} on differs from the original run's")
+    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items()
+               if k not in FREE_KEYS and k not in RESUME_KEYS and old.get(k) != v]
+    if changed:
+        log(f"note: resuming with changed settings: {'; '.join(changed)}")

@@ -18,6 +18,9 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
+import config
+from checkpoint import atomic_write
+
 V_GPT2 = 50257
 EOT = 50256  # <|endoftext|>
 # sha256 of GPT-2's vocab.bpe / encoder.json: the values tiktoken pins for its own 'gpt2' encoding
@@ -72,17 +75,6 @@ def documents(source: str):
         for b, fs in itertools.groupby(files, key=lambda f: BUILDERS[f.suffix]))
 
 
-def _atomic_write(path: Path, write):
-    """Write through a temp file + os.replace: an interrupted write never leaves a valid-looking file."""
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def val_split(tokens: np.ndarray, val_tokens: int | None = None) -> int:
     """Index where val starts: the last val_tokens tokens (default 5% of the stream, capped at 10M), moved
     back to the start (EOT) of the document they cut if that lies within 2 * val_tokens of the end."""
@@ -125,14 +117,28 @@ def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
                 stats.update(token_count=stats['token_count'] + len(a), documents=stats['documents'] +
                              int((a == EOT).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
                 bar.update(len(a))
-    _atomic_write(tok_path, write_tokens)
+    atomic_write(tok_path, write_tokens, 'wb')
     if not stats['token_count']:
         raise ValueError(f'{source!r}: no text to tokenize')
     split = val_split(np.memmap(tok_path, np.uint16, 'r'), val_tokens)
     meta = dict(tokenizer='gpt2', vocab_size=V_GPT2, eot=EOT, dtype='uint16', **stats,
                 train_tokens=split, val_tokens=stats['token_count'] - split, request=request)
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()), 'wb')
     return str(d)
+
+
+def check(spec: str, data_dir: str = 'data'):
+    """Fail fast (FileNotFoundError -> one line) if `spec` names local data that is not there, before a run
+    prints or allocates anything; reads no tokens. Named sources ('stdlib', 'fineweb-edu') always exist."""
+    if spec in ('stdlib', 'fineweb-edu'):
+        return
+    if spec.endswith('.bin') and not glob.glob(spec):
+        raise FileNotFoundError(f'no .bin shards at {spec!r}')
+    p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
+    if (p / 'meta.json').exists() and not (p / 'tokens.u16').exists():
+        raise FileNotFoundError(f'{p}/tokens.u16: the token file is missing (meta.json is there); delete {p} and prepare again')
+    if not glob.glob(spec):
+        raise FileNotFoundError(f'data={spec!r}: no such file, directory or glob')
 
 
 class TokenData:
@@ -247,4 +253,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # no files at the source, no text field, ...: one line
+        config.fail(str(e))

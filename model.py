@@ -10,10 +10,13 @@ Legend: B batch, T sequence, D width, L layers, H head dim, N heads (= D / H), V
 """
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+from kernels import causal_attention, cross_entropy, gelu  # fast forms of plain expressions (kernels.py)
+
+DTYPES = ("float32", "bfloat16", "float64")  # float64: gradient checks under jax.enable_x64
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,22 @@ class Config:
     rope_base: float = 10_000.0
     ce_chunk: int = 2048  # vocabulary columns per cross-entropy chunk (0: the whole vocabulary at once)
 
+    RUN_KEYS = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio", "param_dtype",
+                "compute_dtype", "remat", "unroll", "z_loss")  # what a run's config sets
+
     def __post_init__(self):
-        if self.d_model % self.head_dim:
-            raise ValueError(f"d_model={self.d_model} must be a multiple of head_dim={self.head_dim}")
+        sizes = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio")
+        if bad := [f"{k}={getattr(self, k)}" for k in sizes if getattr(self, k) < 1]:
+            raise ValueError(f"{', '.join(bad)}: model sizes must be >= 1")
+        if self.seq_len < 2:  # the last position of a sequence is unscored: T 1 has no target
+            raise ValueError(f"seq_len={self.seq_len} must be >= 2 (each position predicts the next token)")
+        if self.d_model % self.head_dim or self.head_dim % 2:  # RoPE rotates pairs of the head dim
+            raise ValueError(f"d_model={self.d_model} must be a multiple of head_dim={self.head_dim}, "
+                             "and head_dim even")
+        if bad := [f"{k}={getattr(self, k)!r}" for k in ("param_dtype", "compute_dtype") if getattr(self, k) not in DTYPES]:
+            raise ValueError(f"{', '.join(bad)} must be one of {', '.join(map(repr, DTYPES))}")
+        if self.z_loss < 0 or self.ce_chunk < 0:
+            raise ValueError(f"z_loss={self.z_loss} and ce_chunk={self.ce_chunk} must be >= 0")
 
     @property
     def n_heads(self):
@@ -97,7 +113,7 @@ def block(cfg: Config, x, p, pos, cache=None):
     v = jnp.einsum("btd,dnh->btnh", h, p["v"])
     q, k = rope(rms_norm(q), pos, cfg.rope_base), rope(rms_norm(k), pos, cfg.rope_base)  # qk-norm, then RoPE
     if cache is None:
-        a = causal_attention(q, k, v)  # [B, t, N, H]
+        a = causal_attention(q, k, v)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
     else:
         k = jax.lax.dynamic_update_slice_in_dim(cache[0], k, pos[0], axis=1)  # [B, S, N, H]
         v = jax.lax.dynamic_update_slice_in_dim(cache[1], v, pos[0], axis=1)
@@ -106,46 +122,8 @@ def block(cfg: Config, x, p, pos, cache=None):
         cache = (k, v)
     x = x + jnp.einsum("btnh,nhd->btd", a, p["o"])
     h = rms_norm(x)
-    x = x + gelu(h @ p["up"]) @ p["down"]  # [B, t, D]
+    x = x + gelu(h @ p["up"]) @ p["down"]  # [B, t, D]; gelu = jax.nn.gelu(approximate=True)
     return x, cache
-
-
-def causal_attention(q, k, v):
-    """Causal self-attention of q, k, v [B, T, N, H] in two query halves. The first half sees only the
-    first half of the keys, so the quarter of the T x T scores that the mask would zero is never made;
-    XLA's jax.nn.dot_product_attention makes all of them (3-5% of the 30M model's step on CPU)."""
-    T = q.shape[1]
-    if T % 2:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    c = T // 2
-    first = jax.nn.dot_product_attention(q[:, :c], k[:, :c], v[:, :c], is_causal=True)  # [B, T/2, N, H]
-    mask = c + jnp.arange(c)[:, None] >= jnp.arange(T)[None, :]  # [T/2, T]: query c + i sees keys <= c + i
-    second = jax.nn.dot_product_attention(q[:, c:], k, v, mask=mask[None, None])
-    return jnp.concatenate([first, second], axis=1)
-
-
-@jax.custom_vjp
-def gelu(x):
-    """GELU, tanh form (= jax.nn.gelu(x, approximate=True)), with a hand-written derivative that reuses
-    the forward's tanh. Autodiff's version recomputes it inside the [B, T, F] backward fusion, which XLA:CPU
-    then also transposes: 5% of the 30M model's train step."""
-    return _gelu_fwd(x)[0]
-
-
-_C = math.sqrt(2 / math.pi)
-
-
-def _gelu_fwd(x):
-    t = jnp.tanh(_C * (x + 0.044715 * x**3))
-    return 0.5 * x * (1 + t), (x, t)
-
-
-def _gelu_bwd(res, g):
-    x, t = res  # d/dx [x (1 + t) / 2] = (1 + t) / 2 + x (1 - t²) C (1 + 3·0.044715 x²) / 2
-    return (g * 0.5 * (1 + t + x * (1 - t * t) * _C * (1 + 3 * 0.044715 * x * x)),)
-
-
-gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 def hidden(params, tokens, cfg: Config, cache=None, start=0):
@@ -184,69 +162,12 @@ def loss_fn(params, tokens, cfg: Config):
     h, _ = hidden(params, tokens, cfg)
     D = h.shape[-1]
     h = h[:, :-1].reshape(-1, D)  # [M, D], M = B·(T-1)
+    # nll = logsumexp(h @ W) - (h @ W)[target], made a chunk of vocabulary columns at a time (kernels.py)
     nll, lse = cross_entropy(h, params["unembed"].astype(h.dtype), tokens[:, 1:].reshape(-1), cfg.ce_chunk)
     loss = nll.mean()
     if cfg.z_loss:
         loss = loss + cfg.z_loss * jnp.mean(lse**2)
     return loss
-
-
-def _column_chunks(V, c):
-    c = c or V
-    return [(i, min(c, V - i)) for i in range(0, V, c)]
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def cross_entropy(h, W, targets, chunk):
-    """nll [M] and logsumexp [M] (fp32) of the logits h @ W, h [M, D], W [D, V], targets [M].
-
-    The [M, V] logits are never stored: they are made `chunk` vocabulary columns at a time (an online
-    logsumexp across chunks) and made again in the backward pass. With V = 50257 the full logits
-    are 200 kB per token; chunks stay in cache, where a memory-bound pass would not (and on an
-    accelerator they would be the largest activation of all)."""
-    return _ce_fwd(h, W, targets, chunk)[0]
-
-
-def _ce_fwd(h, W, targets, chunk):
-    f32 = _f32(h)
-    m = jnp.full(h.shape[:1], -jnp.inf, f32)  # running max [M]
-    s = jnp.zeros(h.shape[:1], f32)  # running sum of exp(logit - m)
-    for i, c in _column_chunks(W.shape[1], chunk):
-        lg = jnp.dot(h, W[:, i:i + c], preferred_element_type=f32)  # [M, c]
-        mn = jnp.maximum(m, lg.max(-1))
-        s = s * jnp.exp(m - mn) + jnp.exp(lg - mn[:, None]).sum(-1)
-        m = mn
-    lse = m + jnp.log(s)
-    tl = jnp.sum(h.astype(f32) * W[:, targets].T.astype(f32), -1)  # target logits from gathered columns
-    return (lse - tl, lse), (h, W, targets, lse)
-
-
-def _ce_bwd(chunk, res, g):
-    """d nll / d logits = softmax - onehot and d lse / d logits = softmax. The softmax part is made chunk
-    by chunk; the one-hot part touches one column per row, so it is a gather and a scatter at the end
-    instead of a compare-and-select over every [M, c] chunk."""
-    h, W, targets, lse = res
-    g_nll, g_lse = g  # [M] each
-    f32 = _f32(h)
-    dh, dW, hT = jnp.zeros(h.shape, f32), [], _materialized_T(h)  # hT [D, M]
-    for i, c in _column_chunks(W.shape[1], chunk):
-        Wc = W[:, i:i + c]
-        dl = jnp.exp(jnp.dot(h, Wc, preferred_element_type=f32) - lse[:, None]) * (g_nll + g_lse)[:, None]  # [M, c]
-        dW.append(jnp.dot(hT, dl.astype(h.dtype), preferred_element_type=f32))  # [D, c]
-        dh += jnp.dot(dl.astype(h.dtype), Wc.T, preferred_element_type=f32)
-    dW = jnp.concatenate(dW, axis=1).at[:, targets].add(-(h.astype(f32) * g_nll[:, None]).T)  # [D, V]
-    dh -= g_nll[:, None] * W[:, targets].T.astype(f32)
-    return dh.astype(h.dtype), dW.astype(W.dtype), None
-
-
-cross_entropy.defvjp(_ce_fwd, _ce_bwd)
-
-
-def _materialized_T(x):
-    """x.T as its own array. XLA folds a transpose into the dot that uses it, and XLA:CPU runs the
-    resulting xᵀ·y (contracting both operands' leading axis) at ~60% of a plain product's speed for the
-    cross-entropy's shapes; the barrier keeps the [D, M] copy (1 MB) and the fast form."""
-    return jax.lax.optimization_barrier(x.T) if jax.default_backend() == "cpu" else x.T
 
 
 def count_params(cfg: Config):

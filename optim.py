@@ -132,7 +132,7 @@ def adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Opt
     return Optimizer(init, update)
 
 
-def _factor_axes(shape, min_dim_size_to_factor):
+def factor_axes(shape, min_dim_size_to_factor):
     """(a, b): the second-largest and largest axes, if both are >= min_dim_size_to_factor; else None.
     Same rule as optax, so a stacked [L, D, F] weight is factored per layer over (D, F)."""
     if len(shape) < 2:
@@ -156,7 +156,7 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
 
     def init(params):
         def leaf(p):
-            ax = _factor_axes(p.shape, min_dim_size_to_factor)
+            ax = factor_axes(p.shape, min_dim_size_to_factor)
             if ax is None:
                 return {"v": jnp.zeros(p.shape, f32)}
             return {"r": jnp.zeros(np.delete(p.shape, ax[1]), f32),  # mean of g² over the largest axis
@@ -171,7 +171,7 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
 
         def leaf(g, s, p):
             g2 = g * g + eps1
-            ax = _factor_axes(g.shape, min_dim_size_to_factor)
+            ax = factor_axes(g.shape, min_dim_size_to_factor)
             if ax is None:
                 s = {"v": b2 * s["v"] + (1 - b2) * g2}
                 u = g * s["v"] ** -0.5
@@ -196,9 +196,6 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
     return Optimizer(init, update)
 
 
-DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3}  # GPT-2 small at batch 1 ("Training recipe")
-
-
 def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True) -> Optimizer:
     """Optimizer by name. SGD uses b1 (0 = no momentum), not b2 or eps. eps is Adam's ε (None -> 1e-8); Adafactor
     takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g² far too high). relative_step=True
@@ -210,7 +207,31 @@ def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, rela
     if name == "adafactor":
         e = tuple(eps) if isinstance(eps, (tuple, list)) else (1e-30, 1e-3)
         return adafactor(lr, b2, e, relative_step=relative_step, b1=b1, weight_decay=weight_decay, clip_norm=clip_norm)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of 'sgd', 'adamw', 'adafactor'")
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
+
+
+OPTIMIZERS = ("sgd", "adamw", "adafactor")
+DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3}  # GPT-2 small at batch 1 ("Training recipe")
+DEFAULT_B1 = {"sgd": 0.0, "adamw": 0.9, "adafactor": 0.0}  # the paper runs SGD and Adafactor without momentum
+SCHEDULES = {"cosine": lambda lr, n, warmup: warmup_cosine(lr, n, warmup), "constant": lambda lr, n, warmup: constant(lr)}
+
+
+def hyperparams(cfg, tokens_per_step) -> dict:
+    """A run's optimizer settings with every default filled in: {'lr', 'b1', 'b2'} (betas per step of
+    tokens_per_step tokens, from the config's betas or half-lives; see resolve_betas)."""
+    name = cfg["optimizer"]
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
+    b1 = DEFAULT_B1[name] if cfg["b1"] is None and cfg["t1"] is None else cfg["b1"]
+    b1, b2 = resolve_betas(b1, cfg["b2"], cfg["t1"], cfg["t2"], tokens_per_step)
+    return dict(lr=cfg["lr"] or DEFAULT_LR[name], b1=b1, b2=b2)
+
+
+def from_config(cfg, hp, n_steps):
+    """(optimizer, LR schedule) of a run: cfg's optimizer / schedule / warmup / eps / weight_decay /
+    clip_norm with the resolved hyperparams hp over n_steps steps."""
+    sched = SCHEDULES[cfg["schedule"]](hp["lr"], n_steps, cfg["warmup"])
+    return build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"]), sched
 
 
 def state_bytes(name: str, params, b1: float = 0.0) -> int:

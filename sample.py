@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import checkpoint
 import data
 import model
-import train
+from config import fail, model_config
 
 
 def sample_logits(logits, key, temperature, top_k):
@@ -41,18 +41,18 @@ def extend(params, cache, tokens, start, key, cfg, temperature, top_k):
 def load_run(out_dir):
     path = os.path.join(out_dir, "config.json")
     if not os.path.isfile(path):
-        train.fail(f"no config.json in '{out_dir}': train a model there first (python train.py)")
+        fail(f"no config.json in '{out_dir}': train a model there first (python train.py)")
     with open(path) as f:
         cfg = json.load(f)
-    mcfg = train.model_config(cfg)
+    mcfg = model_config(cfg)
     ckpt = checkpoint.latest_valid(out_dir, print)
     if ckpt is None:
-        train.fail(f"no valid checkpoint in '{out_dir}'")
+        fail(f"no valid checkpoint in '{out_dir}'")
     like = {"params": jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))}
     try:
         trees, meta = checkpoint.load(ckpt, like)
     except checkpoint.CheckpointError as e:
-        train.fail(str(e))
+        fail(str(e))
     return mcfg, trees["params"], meta
 
 
@@ -85,8 +85,15 @@ def main(argv):
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.max_new_tokens < 1 or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0:
+        fail(f"need max_new_tokens >= 1, num_samples >= 1, temperature >= 0, top_k >= 0; got {a.max_new_tokens}, "
+             f"{a.num_samples}, {a.temperature}, {a.top_k}")
+    if a.prompt.startswith("@") and not os.path.isfile(a.prompt[1:]):
+        fail(f"prompt file '{a.prompt[1:]}' not found")
     prompt = open(a.prompt[1:]).read() if a.prompt.startswith("@") else a.prompt
     mcfg, params, meta = load_run(a.out_dir)
+    if a.top_k > mcfg.vocab_size:
+        fail(f"top_k={a.top_k} is more than the model's vocab_size={mcfg.vocab_size}")
     enc = data.gpt2_encoding()
     ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [data.EOT]
     print(f"# {a.out_dir} step {meta['step']}, {a.num_samples} sample(s), temperature {a.temperature}, top_k {a.top_k}",

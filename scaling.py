@@ -3,22 +3,27 @@
     python scaling.py fit runs.csv [--boot 200] [--plots plots/]  # the law with 95% CIs; a, b per approach
     python scaling.py fit out/sweep/ [--csv runs.csv]              # a folder of train.py runs (saved as a CSV)
     python scaling.py optimal --flops 1e21 runs.csv                # N_opt, D_opt, loss (or --loss 2.0)
-    python scaling.py sweep --budgets 1e13 3e13 1e14 > sweep.sh    # train.py commands forming IsoFLOP profiles
     python scaling.py bench                                        # time approach 3 on 250 synthetic runs
+
+The train.py commands of an IsoFLOP sweep come from `python sweep.py isoflop`.
 
 CSV columns: N (parameters), D (training tokens), loss (final eval loss); optional C (FLOPs, else 6·N·D).
 Rows sharing an N also form a training curve (loss vs D) for approach 1. A run folder holds one dir per
-train.py run (config.json, metrics.jsonl): final loss = the last val_loss; curve = all val_loss lines (mid-run
-losses under a cosine schedule sit above those of runs that end there, so approach 1 leans on the final points).
+train.py run (config.json, run.json with the parameter counts, metrics.jsonl): final loss = the last val_loss;
+curve = all val_loss lines (mid-run losses under a cosine schedule sit above those of runs that end there, so
+approach 1 leans on the final points).
 Which N (--params, run folders): default "active" = 12·L·D² + V·D, the paper's count. In a CPU-sized sweep
 V·D is most of the parameters *and* of the FLOPs (the output projection), so only a count that includes it
 keeps C = 6·N·D an honest compute count, which is what the allocation is about. The non-embedding count
 (Kaplan et al. 2020) understates C ~10x at these sizes and bends the exponents (Pearce & Song 2024);
 "total" adds the input embedding, a lookup that costs no FLOPs. Legend: N params, D tokens, C FLOPs.
 """
-import argparse, csv, json, math, os, sys, time
+import argparse, csv, json, math, os, time
 import numpy as np
 from tqdm import tqdm
+
+import config
+from checkpoint import atomic_write
 
 V = 50257  # GPT-2 vocabulary
 NAMES = ("E", "A", "B", "alpha", "beta")
@@ -51,18 +56,20 @@ def load_csv(path):
     return dict(N=N, D=D, loss=loss, C=C if "C" in cols else 6 * N * D), curves
 
 def load_runs(folder, params="active"):
-    """A folder of train.py runs -> (runs, curves); N is config.json's params_<params>."""
+    """A folder of train.py runs -> (runs, curves); N is run.json's params_<params>."""
     dirs = sorted(d for d in os.listdir(folder) if os.path.isfile(os.path.join(folder, d, "config.json")))
     if not dirs:
         raise FileNotFoundError(f"{folder}: no run directories with a config.json")
     N, D, loss, curves = [], [], [], []
     for d in dirs:
-        with open(os.path.join(folder, d, "config.json")) as f:
-            n = json.load(f).get(f"params_{params}")
+        n, run_json = None, os.path.join(folder, d, "run.json")  # train.py's derived values: parameter counts
+        if os.path.isfile(run_json):
+            with open(run_json) as f:
+                n = json.load(f).get(f"params_{params}")
         with open(os.path.join(folder, d, "metrics.jsonl")) as f:
             val = [(m["tokens"], m["val_loss"]) for m in map(json.loads, filter(str.strip, f)) if "val_loss" in m]
         if n is None or not val:
-            why = "no val_loss in metrics.jsonl (unfinished?)" if n else f"no 'params_{params}' in config.json"
+            why = "no val_loss in metrics.jsonl (unfinished?)" if n else f"no 'params_{params}' in run.json"
             raise ValueError(f"{os.path.join(folder, d)}: {why}")
         t, l = np.array(val, dtype=np.float64).T
         N.append(n); D.append(t[-1]); loss.append(l[-1]); curves.append((n, t[t > 0], l[t > 0]))
@@ -72,11 +79,9 @@ def load_runs(folder, params="active"):
 def save_csv(runs, path):
     """The runs table (name, N, D, C, loss), written atomically: what `fit runs.csv` reads back."""
     rows = zip(runs.get("name", [f"run{i}" for i in range(len(runs["N"]))]), runs["N"], runs["D"], runs["C"], runs["loss"])
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "N", "D", "C", "loss"])
-        w.writerows([n, int(N), int(D), f"{C:.6g}", f"{l:.5f}"] for n, N, D, C, l in rows)
-    os.replace(path + ".tmp", path)
+    table = [["name", "N", "D", "C", "loss"]] + [[n, int(N), int(D), f"{C:.6g}", f"{l:.5f}"]
+                                                 for n, N, D, C, l in rows]
+    atomic_write(path, lambda f: csv.writer(f).writerows(table))
 
 # ----------------------------------------------------------------------------- approach 3: parametric fit
 def law(p, N, D):
@@ -260,35 +265,8 @@ def plot(runs, fits, out):
            title=f"log residual std {fits[3]['resid_std']:.2%}")
     for name, (fig, _) in figs.items():
         fig.tight_layout()
-        tmp = os.path.join(out, f".{name}.png.tmp")
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, os.path.join(out, f"{name}.png"))  # atomic: never half a PNG
+        atomic_write(os.path.join(out, f"{name}.png"), lambda f: fig.savefig(f, dpi=120, format="png"), "wb")
         plt.close(fig)
-
-# ----------------------------------------------------------------------------- sweep generator
-def param_count(d_model, n_layers, params="active", vocab=V):
-    nonembed = 12 * n_layers * d_model ** 2  # attention 4·D² + MLP 8·D² per layer
-    return {"nonembed": nonembed, "active": nonembed + vocab * d_model, "total": nonembed + 2 * vocab * d_model}[params]
-
-def sweep(budgets, widths, aspect=64, head_dim=64, params="active", config="configs/tiny.py", out="out/sweep",
-          vocab=V, seq_len=128, flops_per_s=1e11, extra=()):
-    """IsoFLOP profiles: every width (depth L = D/aspect) at every budget C, with tokens = C/(6·N); extra
-    "key=value" settings go to every run. The time estimate's 1e11 FLOP/s is configs/tiny.py's on 2 idle cores."""
-    if bad := [d for d in widths if d % min(head_dim, d)]:  # a width below head_dim is one head of that width
-        raise ValueError(f"width {bad[0]} is not a multiple of head_dim={head_dim}")
-    rest = "".join(f" --{kv}" for kv in extra)
-    cmds = []
-    for C in budgets:
-        for d in widths:
-            L = max(1, round(d / aspect))
-            n = param_count(d, L, params, vocab)
-            tok = round(C / (6 * n))
-            secs = tok * (6 * param_count(d, L, "active", vocab) + 12 * L * seq_len * d) / flops_per_s  # PaLM App. B
-            name = f"C{C:.0e}".replace("e+", "e") + f"_D{d}_L{L}"
-            note = f"N={n:.3g} D/N={tok / n:.2g} ~{secs / 60:.1f} min at {flops_per_s:.0e} FLOP/s"
-            cmds.append(f"python train.py {config} --d_model={d} --n_layers={L} --head_dim={min(head_dim, d)} "
-                        f"--train_tokens={tok} --out_dir={out}/{name}{rest}  # {note}")
-    return cmds
 
 # ----------------------------------------------------------------------------- CLI
 def fit_all(path, params="active", delta=1e-3, boot=0, seed=0):
@@ -323,22 +301,9 @@ def main(argv=None):
     g = sub.add_parser("optimal", parents=[common]).add_mutually_exclusive_group(required=True)
     g.add_argument("--flops", type=float, help="compute budget C")
     g.add_argument("--loss", type=float, help="target loss: allocate the smallest budget that reaches it")
-    s = sub.add_parser("sweep")
-    s.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
-    s.add_argument("--widths", type=int, nargs="+", default=[64, 128, 192, 256, 384])
-    s.add_argument("--aspect", type=int, default=64, help="depth rule: n_layers = d_model / aspect")
-    s.add_argument("--head_dim", type=int, default=64, help="a narrower width gets one head of its width")
-    s.add_argument("--params", default="active", choices=COUNTS)
-    s.add_argument("--config", default="configs/tiny.py"), s.add_argument("--out", default="out/sweep")
-    s.add_argument("--seq_len", type=int, default=128, help="for the time estimate only")
-    s.add_argument("--flops_per_s", type=float, default=1e11, help="for the time estimate only")
-    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="train.py settings for every run")
     sub.add_parser("bench").add_argument("--runs", type=int, default=250)
     a = ap.parse_args(argv)
-    if a.cmd == "sweep":
-        print("\n".join(sweep(a.budgets, a.widths, a.aspect, a.head_dim, a.params, a.config, a.out,
-                              seq_len=a.seq_len, flops_per_s=a.flops_per_s, extra=a.set)))
-    elif a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
+    if a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
         rng = np.random.default_rng(0)
         N, D = 10 ** rng.uniform(7, 10, a.runs), 10 ** rng.uniform(8, 12, a.runs)
         loss = law(law_params(1.69, 406.4, 410.7, .34, .28), N, D) * np.exp(.01 * rng.standard_normal(a.runs))
@@ -363,4 +328,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        config.fail(str(e))

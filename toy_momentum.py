@@ -19,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import config
+from checkpoint import atomic_write
+
 H = (2.0, 20.0)  # Hessian diagonal of f: ∇f(x, y) = (2x, 20y)
 X0 = (-1.0, 1.0)
 
@@ -103,10 +106,8 @@ def plot(trajs, setts, path):
         ax.set_xlabel("x")
     fig.suptitle("f = x² + 10·y² from (−1, 1): median path and 25–75% range over seeds (paper Fig. 10)")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    fig.savefig(tmp, dpi=120, format="png")
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), "wb")  # never half a PNG
     plt.close(fig)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written PNG
 
 
 def sweep_lr(key, setts, seeds, grid):
@@ -176,4 +177,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:  # a bad --out or --lr_grid: one line, not a traceback
+        config.fail(str(e))

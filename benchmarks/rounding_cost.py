@@ -1,6 +1,6 @@
 """What stochastic rounding costs: time of one bf16 train step with stochastic vs round-to-nearest rounding.
 
-Both steps come from train.make_train_step for the same config (default configs/tiny.py), plus the fp32 step
+Both steps come from step.make_train_step for the same config (default configs/tiny.py), plus the fp32 step
 for reference. They run on the same random batch, in alternating timed chunks of --chunk steps (each ended
 by block_until_ready, compilation and warm-up excluded), so machine-load drift hits all of them alike.
 Prints each variant's median seconds per step and the ratio stochastic / nearest.
@@ -17,10 +17,12 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import config  # noqa: E402
+import kernels  # noqa: E402
 import model  # noqa: E402
 import optim  # noqa: E402
 import sharding  # noqa: E402
-import train  # noqa: E402
+import step as steps  # noqa: E402
 
 VARIANTS = {"fp32": ("float32", "nearest"), "bf16 nearest": ("bfloat16", "nearest"),
             "bf16 stochastic": ("bfloat16", "stochastic")}
@@ -29,30 +31,27 @@ VARIANTS = {"fp32": ("float32", "nearest"), "bf16 nearest": ("bfloat16", "neares
 def build(cfg, param_dtype, rounding):
     """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them."""
     cfg = dict(cfg, param_dtype=param_dtype, rounding=rounding)
-    mcfg = train.model_config(cfg)
-    tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
-    no_momentum = cfg["optimizer"] != "adamw" and cfg["b1"] is None and cfg["t1"] is None  # as train.main
-    b1, b2 = optim.resolve_betas(0.0 if no_momentum else cfg["b1"], cfg["b2"], cfg["t1"], cfg["t2"], tokens_per_step)
-    lr = cfg["lr"] or optim.DEFAULT_LR[cfg["optimizer"]]
-    opt = optim.build(cfg["optimizer"], optim.constant(lr), b1, b2, cfg["eps"], cfg["weight_decay"], cfg["clip_norm"])
+    mcfg = config.model_config(cfg)
+    hp = optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"])
+    opt, _ = optim.from_config(dict(cfg, schedule="constant"), hp, 1)
     abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(cfg["seed"]))
     abs_opt = jax.eval_shape(opt.init, abs_params)
     shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg))
     params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(jax.random.PRNGKey(cfg["seed"]))
     state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
-    step = train.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
+    step = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
     return step, params, state, shard["batch"]
 
 
 def main(argv):
-    sharding.keep_freed_memory()  # as train.main
+    kernels.keep_freed_memory()  # as train.main
     own = {"chunks": 10, "chunk": 20}
     for a in [a for a in argv if a.split("=")[0][2:] in own]:
         own[a.split("=")[0][2:]] = int(a.split("=", 1)[1])
         argv.remove(a)
-    cfg = train.parse_config(argv)
+    cfg = config.parse(argv)
     if cfg["grad_accum"] != 1:
-        train.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
+        config.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
     runs = {name: list(build(cfg, *v)) for name, v in VARIANTS.items()}  # name -> [step, params, state, batch sharding]
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg["vocab_size"], (cfg["batch_size"], cfg["seq_len"]), dtype=np.int32)
@@ -67,7 +66,7 @@ def main(argv):
             if c:
                 times[name].append((time.perf_counter() - t) / own["chunk"])
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    n = model.count_params(train.model_config(cfg))["total"]
+    n = model.count_params(config.model_config(cfg))["total"]
     print(f"{cfg['config_file']}, batch {cfg['batch_size']} x {cfg['seq_len']}, {cfg['optimizer']}, {n:,} params, "
           f"{jax.devices()[0].device_kind}; median of {own['chunks']} chunks of {own['chunk']} steps:")
     for name, m in med.items():

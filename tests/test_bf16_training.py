@@ -1,4 +1,4 @@
-"""Tests for the bf16 training path: train.make_train_step with param_dtype='bfloat16' computes each update in
+"""Tests for the bf16 training path: step.make_train_step with param_dtype='bfloat16' computes each update in
 fp32 from bf16 weights and fp32 optimizer state, then rounds back to bf16 (stochastically or to nearest) with
 a key that is a pure function of (seed, step) (rounding.py; paper.md "Stochastic rounding").
 
@@ -16,10 +16,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import config
 import model
 import optim
 import sharding
-import train
+import step
 
 B, T, V = 4, 16, 256
 SHAPE = dict(d_model=32, n_layers=1, seq_len=T, vocab_size=V, head_dim=16)
@@ -31,7 +32,7 @@ LR = {"sgd": 1.0, "adamw": 3e-4, "adafactor": 3e-2}
 
 
 class Case(NamedTuple):
-    step: Callable  # the compiled train.make_train_step
+    step: Callable  # the compiled step.make_train_step
     params: dict  # initial weights and optimizer state, host numpy trees (the step donates its inputs)
     state: dict
     args: tuple  # make_train_step's (cfg, model config, optimizer, shardings)
@@ -57,13 +58,13 @@ def case(optimizer, param_dtype="bfloat16", rounding="stochastic", seed=0):
 
 @lru_cache(maxsize=None)
 def _case(optimizer, param_dtype, rounding, seed):
-    cfg = dict(train.DEFAULTS, seed=seed, rounding=rounding, optimizer=optimizer)
+    cfg = dict(config.DEFAULTS, seed=seed, rounding=rounding, optimizer=optimizer)
     mcfg = model.Config(**SHAPE, param_dtype=param_dtype)
     opt = optim.build(optimizer, optim.constant(LR[optimizer]), 0.9, 0.99)
     params = jax.tree.map(lambda x: x.astype(jnp.dtype(param_dtype)), init_fp32())
     state = jax.device_get(opt.init(params))
     shard = sharding.shardings(params, state, sharding.make_mesh(cfg))  # one device here: all replicated
-    return Case(train.make_train_step(cfg, mcfg, opt, shard), params, state, (cfg, mcfg, opt, shard))
+    return Case(step.make_train_step(cfg, mcfg, opt, shard), params, state, (cfg, mcfg, opt, shard))
 
 
 def run(c, data, start=0, params=None, state=None):

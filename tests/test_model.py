@@ -106,21 +106,6 @@ def test_attention_matches_a_naive_reference(params):
     np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("T", [16, 2])  # 2: halves of one position each
-def test_causal_attention_in_halves_equals_full_masked_attention(T):
-    """model.causal_attention (two query halves, the masked quarter skipped) against
-    jax.nn.dot_product_attention over the whole causal T x T, values and gradients. Only the
-    summation order differs: fp32 agreement to ~1e-6 relative."""
-    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8)) for i in range(3))
-    full = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    np.testing.assert_allclose(model.causal_attention(q, k, v), full(q, k, v), rtol=1e-5, atol=1e-6)
-    w = jax.random.normal(jax.random.PRNGKey(3), (2, T, 3, 8))
-    ga = jax.grad(lambda *a: jnp.vdot(model.causal_attention(*a), w), argnums=(0, 1, 2))(q, k, v)
-    gb = jax.grad(lambda *a: jnp.vdot(full(*a), w), argnums=(0, 1, 2))(q, k, v)
-    for a, b in zip(ga, gb):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-
-
 def test_gradient_matches_finite_differences(monkeypatch):
     """jax.grad of the loss against central differences in float64 along random directions.
 
@@ -174,32 +159,3 @@ def test_kv_cache_decoding_equals_full_forward(params):
 def test_head_dim_must_divide_width():
     with pytest.raises(ValueError, match="multiple of head_dim"):
         model.Config(d_model=100, head_dim=64)
-
-
-@pytest.mark.parametrize("chunk", [0, 30, 97])  # whole vocab, uneven last chunk, one exact chunk
-def test_chunked_cross_entropy_equals_materialized_logits(params, chunk):
-    """loss_fn's chunked cross-entropy (custom VJP) against logsumexp over the full logits."""
-    cfg = model.Config(**{**SMALL.__dict__, "ce_chunk": chunk, "z_loss": 1e-3})
-    x = tokens()
-
-    def reference(p):
-        lg = model.forward(p, x, cfg)[:, :-1]
-        lse = jax.nn.logsumexp(lg, -1)
-        nll = lse - jnp.take_along_axis(lg, x[:, 1:, None], -1)[..., 0]
-        return nll.mean() + 1e-3 * (lse**2).mean()
-
-    np.testing.assert_allclose(float(model.loss_fn(params, x, cfg)), float(reference(params)), rtol=1e-6)
-    g, g_ref = jax.grad(model.loss_fn)(params, x, cfg), jax.grad(reference)(params)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):  # fp32 sums in another order: ~1e-6
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()))
-
-
-def test_gelu_and_its_derivative_match_jax():
-    """model.gelu's hand-written VJP against autodiff through jax.nn.gelu(approximate=True), in fp64 so
-    that only the formula, not rounding, could make them differ."""
-    with jax.enable_x64(True):
-        x = jnp.linspace(-8, 8, 10_001, dtype=jnp.float64)
-        np.testing.assert_allclose(model.gelu(x), jax.nn.gelu(x, approximate=True), rtol=1e-13, atol=1e-14)  # 1 + t cancels where t ≈ -1
-        d = jax.vmap(jax.grad(model.gelu))(x)
-        d_ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=True)))(x)
-        np.testing.assert_allclose(d, d_ref, rtol=1e-13, atol=1e-14)

@@ -1,5 +1,6 @@
 """Tests for scaling.py: approaches 1-3 recover known Chinchilla parameters from synthetic runs, the published
-compute-optimal numbers at Gopher's budget, bad input, the train.py run-folder path, and the sweep generator.
+compute-optimal numbers at Gopher's budget, bad input, and the train.py run-folder path (runs faked from
+the commands of sweep.py's IsoFLOP generator, whose own tests are tests/test_sweep.py).
 
 Synthetic runs come from L = E + A/N^α + B/D^β with Hoffmann et al.'s rounded approach-3 values, so the
 truth is known exactly: a = β/(α+β) = 0.4516 is what approaches 1 and 2 must find.
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import scaling
+import sweep
 
 TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 P = scaling.law_params(**TRUE)
@@ -195,23 +197,25 @@ def test_example_csv_fit_and_optimal_cli(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["isoflop.png", "optimal.png", "pred_vs_obs.png"]  # no temp left
 
 
-# ----------------------------------------------------------------------------- run folders and the sweep
+# ----------------------------------------------------------------------------- run folders
 
 def parse(cmd):
     return {k: v for k, v in re.findall(r"--(\w+)=(\S+)", cmd)}
 
 
 def fake_runs(root, cmds, law):
-    """What train.py leaves per run: config.json with the parameter counts, metrics.jsonl with val_loss lines."""
+    """What train.py leaves per run: config.json (the user's config), run.json with the parameter counts,
+    metrics.jsonl with val_loss lines."""
     for cmd in cmds:
         a = parse(cmd)
         d, L, tok = int(a["d_model"]), int(a["n_layers"]), int(a["train_tokens"])
-        cfg = dict(d_model=d, n_layers=L, train_tokens=tok, vocab_size=scaling.V,
-                   **{f"params_{k}": scaling.param_count(d, L, k) for k in scaling.COUNTS})
+        cfg = dict(d_model=d, n_layers=L, train_tokens=tok, vocab_size=scaling.V)
+        derived = {f"params_{k}": sweep.param_count(d, L, k) for k in scaling.COUNTS}
         run = root / os.path.basename(a["out_dir"])
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps(cfg))
-        n = cfg["params_active"]
+        (run / "run.json").write_text(json.dumps(derived))
+        n = derived["params_active"]
         lines = [dict(step=s, tokens=int(t), train_loss=9.0) for s, t in enumerate(np.linspace(0, tok, 9))]
         lines += [dict(step=s, tokens=int(t), val_loss=float(law(n, max(t, 1))))
                   for s, t in enumerate(np.linspace(0, tok, 5))]
@@ -219,34 +223,15 @@ def fake_runs(root, cmds, law):
         (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
 
 
-def test_sweep_commands_form_isoflop_profiles():
-    cmds = scaling.sweep([1e14], [128])
-    assert cmds[0].startswith("python train.py configs/tiny.py --d_model=128 --n_layers=2 --head_dim=64 "
-                              "--train_tokens=2441605 --out_dir=out/sweep/C1e14_D128_L2")
-    budgets = [1e13, 3e13, 1e14]
-    for cmd in scaling.sweep(budgets, [64, 128, 192, 256, 384]):
-        a = parse(cmd)
-        N = 12 * int(a["n_layers"]) * int(a["d_model"]) ** 2 + 50257 * int(a["d_model"])  # paper's active count
-        assert int(a["n_layers"]) == max(1, int(a["d_model"]) // 64)
-        C = float(re.search(r"C(\d+e\d+)_", a["out_dir"])[1])
-        tok = int(a["train_tokens"])
-        assert C in budgets and 6 * N * tok == pytest.approx(C, rel=1 / tok)  # tokens are rounded: ±½ token
-    cmd = scaling.sweep([1e12], [48], aspect=32, head_dim=16, extra=["eval_tokens=32768", "eval_every=0"])[0]
-    assert parse(cmd)["n_layers"] == "2" and cmd.split("  #")[0].endswith(" --eval_tokens=32768 --eval_every=0")
-    assert parse(scaling.sweep([1e12], [8], head_dim=16)[0])["head_dim"] == "8"  # narrower than a head: one head
-    with pytest.raises(ValueError, match="width 48 is not a multiple of head_dim=32"):
-        scaling.sweep([1e12], [64, 48], head_dim=32)  # train.py would refuse it only when that run starts
-
-
 def test_fit_a_folder_of_train_runs(tmp_path, capsys):
     # A law whose optimum falls inside the CPU sweep's sizes (4x Hoffmann's A: N_opt 4M..12M at 1e13..1e14)
     p = scaling.law_params(1.69, 4 * 406.4, 410.7, 0.34, 0.28)
-    cmds = scaling.sweep([1e13, 3e13, 1e14], [64, 128, 192, 256, 384])
+    cmds = sweep.isoflop([1e13, 3e13, 1e14], [64, 128, 192, 256, 384])
     fake_runs(tmp_path, cmds, lambda n, t: scaling.law(p, n, t))
     runs, curves = scaling.load_runs(str(tmp_path))
     a = parse(cmds[0])
     i = sorted(os.path.basename(parse(c)["out_dir"]) for c in cmds).index(os.path.basename(a["out_dir"]))
-    assert runs["N"][i] == scaling.param_count(64, 1) and runs["D"][i] == int(a["train_tokens"])  # last val_loss
+    assert runs["N"][i] == sweep.param_count(64, 1) and runs["D"][i] == int(a["train_tokens"])  # last val_loss
     assert runs["loss"][i] == pytest.approx(scaling.law(p, runs["N"][i], runs["D"][i]))
     assert len(curves) == len(cmds) and all(len(c[1]) == 4 for c in curves)  # step 0 (tokens 0) is dropped
     nonembed, _ = scaling.load_runs(str(tmp_path), "nonembed")
@@ -261,10 +246,21 @@ def test_fit_a_folder_of_train_runs(tmp_path, capsys):
 
 
 def test_unfinished_run_is_a_clear_error(tmp_path):
-    fake_runs(tmp_path, scaling.sweep([1e13], [64]), lambda n, t: 5.0)
+    fake_runs(tmp_path, sweep.isoflop([1e13], [64]), lambda n, t: 5.0)
     run = next(tmp_path.iterdir())
     (run / "metrics.jsonl").write_text(json.dumps(dict(step=1, tokens=10, train_loss=9.0)) + "\n")
     with pytest.raises(ValueError, match="no val_loss in metrics.jsonl"):
         scaling.load_runs(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no run directories"):
         scaling.load_runs(str(run))
+
+
+def test_run_without_parameter_counts_is_a_clear_error(tmp_path):
+    fake_runs(tmp_path, sweep.isoflop([1e13], [64]), lambda n, t: 5.0)
+    run = next(tmp_path.iterdir())
+    (run / "run.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'params_active' in run.json"):
+        scaling.load_runs(str(tmp_path))
+    (run / "run.json").unlink()  # a run folder from before run.json: the same message
+    with pytest.raises(ValueError, match="no 'params_total' in run.json"):
+        scaling.load_runs(str(tmp_path), "total")

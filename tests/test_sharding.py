@@ -83,11 +83,12 @@ def check_shardings(mesh_model, step=False):
     each of the 8 devices holds."""
     import jax
     import model
+    import config
     import optim
     import sharding
-    import train
-    cfg = train.parse_config(args("/unused", "x", **SPEC_MODEL, optimizer="adafactor", mesh_model=mesh_model))
-    mcfg = train.model_config(cfg)
+    import step
+    cfg = config.parse(args("/unused", "x", **SPEC_MODEL, optimizer="adafactor", mesh_model=mesh_model))
+    mcfg = config.model_config(cfg)
     opt = optim.build("adafactor", 1e-2, 0.0, 0.99)
     mesh = sharding.make_mesh(cfg)
     abs_p = jax.eval_shape(lambda k: model.init(mcfg, k), jax.random.PRNGKey(0))
@@ -97,7 +98,7 @@ def check_shardings(mesh_model, step=False):
     state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
     if step:
         batch = jax.make_array_from_callback((B, T), shard["batch"], lambda i: np.zeros((B, T), np.int32)[i])
-        params, state, _ = train.lower_train_step(cfg, mcfg, opt, shard, abs_p, abs_s).compile()(
+        params, state, _ = step.lower_train_step(cfg, mcfg, opt, shard, abs_p, abs_s).compile()(
             params, state, batch, np.int32(0))
     leaves = [("param", p, x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]]
     leaves += [("state", p, x) for p, x in jax.tree_util.tree_flatten_with_path(state["v"])[0]]
@@ -131,10 +132,11 @@ def meshes(work):
         out["shardings"][m] = check_shardings(m, step=m == 2)
 
     # the (4, 2) run's final checkpoint into (1, 8) and into one device: same values, new placement
+    import config
     import model
     import optim
-    cfg = train.parse_config(args(work, "x"))
-    mcfg = train.model_config(cfg)
+    cfg = config.parse(args(work, "x"))
+    mcfg = config.model_config(cfg)
     opt = optim.build("adamw", 1e-2, 0.9, 0.99)
     abs_p = jax.eval_shape(lambda k: model.init(mcfg, k), jax.random.PRNGKey(0))
     like = {"params": abs_p, "opt": jax.eval_shape(opt.init, abs_p)}

@@ -40,8 +40,8 @@ def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, d
     # 128-token sequence each, and still be improving (SGD and Adam reach ~4.4, near the 4.5-nat unigram
     # entropy of the stdlib corpus; Adafactor, with no bias correction and update clipping, ~7)
     assert val[-1] < 8.0 and val[-1] < val[0] and train[-1] < train[0] - 1.0
-    cfg = json.load(open(out / "config.json"))
-    assert cfg["optimizer"] == optimizer and cfg["resolved_b1"] == (0.9 if optimizer == "adamw" else 0.0)
+    cfg, run_ = json.load(open(out / "config.json")), json.load(open(out / "run.json"))
+    assert cfg["optimizer"] == optimizer and run_["b1"] == (0.9 if optimizer == "adamw" else 0.0)
     if optimizer == "adamw":  # sample.py reads the run and writes text that continues the prompt
         s = run(["sample.py", f"--out_dir={out}", "--prompt=import os\n", "--max_new_tokens=20", "--seed=1"])
         assert s.returncode == 0, s.stderr[-2000:]
@@ -54,11 +54,11 @@ def test_cpu_mfu_is_against_the_peak_probed_around_each_log_window(tmp_path, mon
     time-weighted peak. Probe results are scripted here, so the expected numbers are exact."""
     sys.path.insert(0, ROOT)
     import numpy as np
-    import sharding
+    import plan
     import train
     probes = [100e9, 200e9, 50e9, 80e9, 60e9]  # the first is the start-up probe (device_peak)
     it = iter(probes)
-    monkeypatch.setattr(sharding, "probe_peak", lambda dtype, tries: next(it))
+    monkeypatch.setattr(plan, "probe_peak", lambda dtype, tries: next(it))
     monkeypatch.setattr(train, "PROBE_EVERY_S", -1)  # probe at every log
     d, V, T = tmp_path / "ds", 256, 16
     d.mkdir()

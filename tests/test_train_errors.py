@@ -29,9 +29,12 @@ def run(*argv):
     return p
 
 
-def one_error(p, *fragments):
-    """stderr is exactly one `error: ...` line holding every fragment; exit status 1."""
+def one_error(p, *fragments, before_dump=True):
+    """stderr is exactly one `error: ...` line holding every fragment; exit status 1; with before_dump, it
+    comes before the config dump and the plan (nothing of either on stdout)."""
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    if before_dump:
+        assert " = " not in p.stdout and "plan:" not in p.stdout, p.stdout[-3000:]
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     line = p.stderr.strip()
     assert line.startswith("error: ") and all(f in line for f in fragments), line
@@ -70,9 +73,44 @@ def test_missing_data(ds, tmp_path):
     one_error(run(*TINY, f"--out_dir={tmp_path / 'o3'}", f"--data={bare}"), "tokens.u16")
 
 
-def test_token_id_not_below_vocab_size(tmp_path):
+def test_token_id_not_below_vocab_size(tmp_path):  # found when the tokens are read, after the plan
     bad = make_tokens(tmp_path / "bad", max_id=V + 44)
-    one_error(run(*TINY, f"--out_dir={tmp_path / 'o'}", f"--data={bad}"), f"max token id {V + 44} >= vocab_size {V}")
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'o'}", f"--data={bad}"), f"max token id {V + 44} >= vocab_size {V}",
+              before_dump=False)
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["--batch_size=0"], ["batch_size=0 must be >= 1"]),
+    (["--train_tokens=-5"], ["train_tokens=-5 must be >= 0"]),
+    (["--train_tokens=5"], ["train_tokens=5 is less than one step", f"{T:,} tokens"]),
+    (["--grad_accum=0"], ["grad_accum=0 must be >= 1"]),
+    (["--batch_size=4", "--grad_accum=3"], ["batch_size=4 is not divisible by grad_accum=3"]),
+    (["--d_model=40"], ["d_model=40 must be a multiple of head_dim=16"]),
+    (["--head_dim=0"], ["head_dim=0", "must be >= 1"]),
+    (["--seq_len=1"], ["seq_len=1 must be >= 2"]),
+    (["--vocab_size=-1"], ["vocab_size=-1", "must be >= 1"]),
+    (["--param_dtype=float16"], ["param_dtype='float16' must be one of"]),
+    (["--optimizer=adam"], ["optimizer='adam' must be one of", "'adamw'"]),
+    (["--schedule=linear"], ["schedule='linear' must be one of", "'cosine'"]),
+    (["--rounding=up"], ["rounding='up' must be one of"]),
+    (["--lr=-0.1"], ["lr=-0.1 must be >= 0"]),
+    (["--b2=1.5"], ["b2=1.5 must be in [0, 1)"]),
+    (["--t2=0"], ["t2=0.0 must be > 0 tokens"]),
+    (["--b2=0.99", "--t2=1e6"], ["give b2 or t2, not both"]),
+    (["--warmup=1.5"], ["warmup=1.5"]),
+    (["--eval_tokens=0"], ["eval_tokens=0 must be >= 1"]),
+    (["--log_every=-1"], ["log_every=-1 must be >= 0"]),
+    (["--keep_ckpts=0"], ["keep_ckpts=0 must be >= 1"]),
+    (["--mesh_model=3"], ["mesh_model=3 does not divide the 1 devices"]),
+    (["--dry_run=True", "--plan_device=TPU v9", "--peak_flops=0"], ["plan_device='TPU v9' is not in the device table"]),
+])
+def test_bad_values_fail_in_one_line_before_anything_is_printed(ds, tmp_path, argv, fragments):
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'o'}", f"--data={ds}", *argv), *fragments)
+
+
+def test_data_too_short_for_one_eval_batch(ds, tmp_path):  # found when the tokens are read, before training
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'o'}", f"--data={ds}", "--eval_batch_size=200"),  # 2,000 val tokens
+              "val split", "2,000 tokens", "shorter than one eval batch of 200 x 16", before_dump=False)
 
 
 def fake_run(out):
@@ -110,5 +148,16 @@ def test_gpt3_on_cpu_fails_fast_without_touching_data():
     one_error(p)
     assert p.seconds < 60
     p = run("configs/gpt3.py", "--mesh_model=1")  # one device: the time estimate refuses it
-    one_error(p, "h at 100% MFU", "--force=True")
+    one_error(p, "h at 100% MFU", "--force=True", before_dump=False)  # the plan's time estimate refuses it
     assert p.seconds < 60
+
+
+def test_sample_bad_input_is_one_line(tmp_path):
+    """sample.py: no run in out_dir, a missing prompt file, and out-of-range settings, each one line."""
+    def sample(*argv):
+        return subprocess.run([sys.executable, "sample.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    one_error(sample(f"--out_dir={tmp_path}"), "no config.json in", "train a model there first")
+    one_error(sample(f"--out_dir={tmp_path}", f"--prompt=@{tmp_path / 'nope.txt'}"), "prompt file", "not found")
+    one_error(sample(f"--out_dir={tmp_path}", "--temperature=-1"), "temperature >= 0")
+    one_error(sample(f"--out_dir={tmp_path}", "--max_new_tokens=0"), "max_new_tokens >= 1")

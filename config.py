@@ -1,0 +1,132 @@
+"""Run configuration: DEFAULTS, `[config.py] [--key=value ...]` parsing, and every check of what the user
+typed (types and values) before anything is printed or allocated. Config files are plain Python
+assignments overriding DEFAULTS; `--key=value` overrides both. Everything is counted in tokens.
+"""
+import ast
+import difflib
+import os
+
+import model
+import optim
+
+DEFAULTS = dict(
+    # I/O
+    out_dir="out/tiny",
+    data="stdlib",  # a source name ('stdlib', 'fineweb-edu'), a dataset dir, text files, or .bin shards
+    data_dir="data",  # where prepared token files live
+    init_from="scratch",  # 'scratch' | 'resume' (newest valid checkpoint in out_dir) | a checkpoint or run dir
+    overwrite=False,  # start anew in an out_dir that holds another run's checkpoints (deletes them)
+    allow_budget_change=False,  # resume with a different train_tokens (the cosine LR then follows the new length)
+    # model (paper Table 1: D = d_model, L = n_layers, T = seq_len, H = head_dim); see model.Config
+    d_model=384, n_layers=6, head_dim=128, mlp_ratio=4, seq_len=512, vocab_size=50257,
+    param_dtype="float32", compute_dtype="float32",
+    rounding="stochastic",  # how fp32 updates are cast back to bf16 weights: 'stochastic' | 'nearest'
+    remat=False, unroll=False, z_loss=0.0,
+    # budget and intervals, in tokens
+    train_tokens=0,  # 0: 20 tokens per active parameter (Chinchilla)
+    batch_size=1,  # sequences per optimizer step (global, across all devices)
+    grad_accum=1,  # micro-batches per step (Sec. 5: buys nothing on one accelerator; on CPU, micro-batches of
+    # one sequence keep activations in cache: the 30M model at batch size 4 runs 15% faster as 4 x 1)
+    eval_batch_size=0,  # 0: the micro-batch size, at least 8 (eval needs no gradients, so larger is cheap)
+    eval_tokens=1_000_000, eval_every=10_000_000, log_every=1_000_000, ckpt_every=0, keep_ckpts=2,
+    # optimizer (optim.from_config): give each beta or its half-life t in tokens, not both; None: the default
+    optimizer="adamw", lr=0.0,  # lr 0: the optimizer's default for batch size 1 (optim.DEFAULT_LR)
+    b1=None, b2=None, t1=None, t2=None, eps=1e-8, weight_decay=0.0, clip_norm=0.0,
+    schedule="cosine", warmup=0.05,  # 'cosine' (linear warmup then cosine to 0) | 'constant'
+    # system
+    seed=0, mesh_model=1,  # devices per tensor-parallel group; the rest of the devices do data parallel
+    peak_flops=0.0,  # per-device peak for MFU; 0: from the device table, or measured on CPU
+    max_hours=24.0,  # refuse to start a run projected to take longer at the measured peak (force=True to run)
+    force=False, dry_run=False,
+    # multi-host (one process per host): TPU pods, SLURM and Open MPI are detected by jax.distributed;
+    # elsewhere (CPU) give all three. num_processes 0: detect, else one process; 1: never distributed.
+    coordinator_address="", num_processes=0, process_id=-1,
+    # --dry_run plans for hardware it need not have: plan_devices 0 = the devices present, plan_device
+    # a plan.PEAKS name ('' = the present kind); plan_mfu the assumed model-FLOPs utilization for the wall time
+    plan_devices=0, plan_device="", plan_mfu=0.4,
+)
+OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2"}
+AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the sizes: model.Config checks them
+            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "eps",
+                "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
+CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS}
+
+
+def fail(msg):
+    """The one error exit: a clear line instead of a traceback wall."""
+    raise SystemExit(f"error: {msg}")
+
+
+def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
+    """[config.py] [--key=value ...] -> the config dict (what the user typed over DEFAULTS, checked)."""
+    args = list(argv)
+    path = args.pop(0) if args and not args[0].startswith("--") else default_file
+    if not os.path.isfile(path):
+        fail(f"config file '{path}' not found")
+    scope = {}
+    try:
+        exec(compile(open(path).read(), path, "exec"), scope)
+    except Exception as e:  # a typo in the config file: one line, not a traceback
+        fail(f"config file '{path}': {type(e).__name__}: {e}")
+    given = {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not hasattr(v, "__spec__")}
+    for a in args:
+        if not a.startswith("--"):
+            fail(f"expected --key=value, got '{a}'")
+        k, eq, v = a[2:].partition("=")
+        given[k] = _literal(v) if eq else True
+    cfg = dict(defaults)
+    for k, v in given.items():
+        if k not in defaults:
+            close = difflib.get_close_matches(k, defaults, n=3, cutoff=0.5)
+            fail(f"unknown config key '{k}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        cfg[k] = _check_type(k, v, defaults[k])
+    check_values(cfg)
+    return dict(cfg, config_file=path)
+
+
+def _literal(v):
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return v  # a bare string such as --optimizer=sgd
+
+
+def _check_type(k, v, default):
+    want = type(default)
+    if k in OPTIONAL_FLOAT and (v is None or isinstance(v, (int, float)) and not isinstance(v, bool)):
+        return None if v is None else float(v)
+    if want is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if want is int and isinstance(v, float) and v.is_integer():
+        return int(v)  # 2e6 tokens
+    if type(v) is not want:
+        fail(f"config key '{k}' must be {want.__name__}, got {type(v).__name__} {v!r}")
+    return v
+
+
+def check_values(cfg):
+    """Ranges, choices and divisibility of the run's keys; the model's own are model.Config's."""
+    for low, keys in AT_LEAST.items():
+        for k in (k for k in keys if k in cfg and cfg[k] < low):
+            fail(f"{k}={cfg[k]!r} must be >= {low}")
+    for k, ok in CHOICES.items():
+        if cfg[k] not in ok:
+            fail(f"{k}={cfg[k]!r} must be one of {', '.join(map(repr, ok))}")
+    for k in OPTIONAL_FLOAT:
+        if cfg[k] is not None and not (0 <= cfg[k] < 1 if k[0] == "b" else cfg[k] > 0):
+            fail(f"{k}={cfg[k]!r} must be " + ("in [0, 1)" if k[0] == "b" else "> 0 tokens"))
+    if cfg["eval_tokens"] < 1 or cfg["batch_size"] % cfg["grad_accum"]:
+        fail(f"eval_tokens={cfg['eval_tokens']} must be >= 1" if cfg["eval_tokens"] < 1 else
+             f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")
+    if not (0 <= cfg["warmup"] < 1 and 0 < cfg["plan_mfu"] <= 1 and cfg["max_hours"] > 0):
+        fail(f"need 0 <= warmup < 1, 0 < plan_mfu <= 1 and max_hours > 0; got warmup={cfg['warmup']}, "
+             f"plan_mfu={cfg['plan_mfu']}, max_hours={cfg['max_hours']}")
+    model_config(cfg)
+
+
+def model_config(cfg):
+    """The model.Config of a run's config (a fail line for a bad size or dtype)."""
+    try:
+        return model.Config(**{k: cfg[k] for k in model.Config.RUN_KEYS})
+    except ValueError as e:
+        fail(str(e))

@@ -1,0 +1,158 @@
+"""What a run costs before it runs (`python train.py <config> --dry_run=True`): parameters, FLOPs, bytes per
+device and hours on the planned hardware; and the device peak FLOP/s that MFU is measured against (a table
+for accelerators, a matmul probe on CPU).
+"""
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from config import fail
+from sharding import RULES
+
+PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "A100": 312e12, "H100": 989e12, "H200": 989e12}
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "A100": 80, "H100": 80, "H200": 141}  # memory per device
+
+
+def table_name(kind):
+    """The PEAKS / HBM_GIB entry of a device kind ('TPU v5 lite' before 'TPU v5'), or None."""
+    return next((k for k in PEAKS if k in kind), None)
+
+
+def check(cfg):
+    """Before anything is printed: a planned device kind must be in the table (or its peak given)."""
+    if cfg["dry_run"] and cfg["plan_device"] and not cfg["peak_flops"] and not table_name(cfg["plan_device"]):
+        fail(f"plan_device={cfg['plan_device']!r} is not in the device table ({', '.join(PEAKS)}); give --peak_flops")
+
+
+def device_peak(cfg):
+    """Dense peak FLOP/s of one device: the config's, the table's, or measured by a matmul probe (CPU)."""
+    if cfg["peak_flops"]:
+        return cfg["peak_flops"], "config"
+    kind = jax.devices()[0].device_kind
+    if name := table_name(kind):
+        return PEAKS[name], f"{kind} table (bf16 dense)"
+    dt = jnp.dtype(cfg["compute_dtype"])
+    return probe_peak(dt, 10), f"measured 2048x2048 {dt} matmul on {kind}"
+
+
+def probe_peak(dtype, tries):
+    """FLOP/s of the fastest of `tries` 2048 x 2048 matmuls (after one to compile). The best, not the mean: a
+    shared machine's speed drifts, and a low peak would flatter MFU."""
+    n = 2048
+    a = jnp.ones((n, n), dtype)
+    _matmul(a).block_until_ready()
+    best = math.inf
+    for _ in range(tries):
+        t = time.perf_counter()
+        _matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+_matmul = jax.jit(lambda a: a @ a)
+
+
+def activation_bytes(cfg, mcfg, mesh):
+    """Estimated bytes per device of what one micro-batch keeps for its backward pass: b = B / grad_accum /
+    data rows, head and MLP tensors split over 'model' when it divides them, in the compute dtype.
+    A block keeps 4 tensors [b, T, D] (its input, both norms, the mid residual), 6 head-width ones (q, k, v,
+    then q, k after qk-norm and RoPE, the attention output), the attention probabilities (XLA's attention keeps
+    them; 3/4 of [b, N, T, T]: model.causal_attention skips the masked quarter) and 2 [b, T, F] (the MLP
+    before and after GELU). With remat only each block's input is kept and one block is recomputed at a time.
+    The loss keeps the final hidden state and one chunk of logits [b·T, ce_chunk] in fp32, two while
+    differentiating (model.cross_entropy)."""
+    D, L, T, N, V = mcfg.d_model, mcfg.n_layers, mcfg.seq_len, mcfg.n_heads, mcfg.vocab_size
+    F, m, c = mcfg.mlp_ratio * D, mesh.shape["model"], jnp.dtype(mcfg.compute_dtype).itemsize
+    b = cfg["batch_size"] // cfg["grad_accum"] // mesh.shape["data"]
+    split = lambda n: m if n % m == 0 else 1
+    block = b * T * c * (4 * D + 6 * D / split(N) + 2 * F / split(F) + 0.75 * N * T / split(N))
+    kept = L * b * T * D * c if mcfg.remat else (L - 1) * block
+    return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
+
+
+def memory_plan(cfg, mcfg, abs_params, abs_opt, shard):
+    """Bytes per device, from the shard shapes the sharding rules give (works on an abstract mesh)."""
+    mesh = shard["batch"].mesh
+    per_device = lambda tree, sh, size=None: sum(math.prod(s.shard_shape(x.shape)) * (size or x.dtype.itemsize)
+                                                 for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
+    ct = jnp.dtype(mcfg.compute_dtype).itemsize
+    whole = [math.prod(x.shape) / math.prod(mesh.shape[a] for a in s.spec if a == "model") * min(ct, x.dtype.itemsize)
+             for x, s in zip(jax.tree.leaves(abs_params), jax.tree.leaves(shard["params"]))]
+    mem = {"params": per_device(abs_params, shard["params"]),
+           "gradients": per_device(abs_params, shard["params"]),  # jax.grad returns them in the params' dtype
+           "optimizer state": per_device(abs_opt, shard["opt"]),
+           # optim.accumulate_grads sums micro-batch gradients in fp32
+           "accumulation buffer": per_device(abs_params, shard["params"], 4) if cfg["grad_accum"] > 1 else 0,
+           "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # gather_weights, all layers
+           "activations": activation_bytes(cfg, mcfg, mesh)}
+    mem["total"] = sum(mem.values())
+    return mem
+
+
+def report(cfg, run, mcfg, abs_params, abs_opt, shard, log):
+    """Print (and return) what the run will cost: sizes, FLOPs, bytes per device, hours. Abstract: on an
+    abstract mesh (--dry_run with plan_devices) this plans for hardware that is not present. `run` is
+    the run's derived record (train.derive: steps, parameter counts, FLOPs per token)."""
+    mesh = shard["batch"].mesh
+    n, planned = mesh.size, not isinstance(mesh, jax.sharding.Mesh)
+    use_plan = cfg["dry_run"] and cfg["plan_device"]
+    kind = cfg["plan_device"] if use_plan else jax.devices()[0].device_kind
+    if cfg["peak_flops"] or not use_plan:
+        peak, peak_src = device_peak(cfg)
+    else:
+        name = table_name(kind)  # check() has made sure it is in the table
+        peak, peak_src = PEAKS[name], f"{name} table (bf16 dense)"
+    stats = None if planned else jax.local_devices()[0].memory_stats()
+    hbm = stats["bytes_limit"] if stats and "bytes_limit" in stats else (
+        HBM_GIB[table_name(kind)] * 2**30 if table_name(kind) else None)
+    B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
+    flops_step = run["flops_per_token"] * B * T
+    hours = run["n_steps"] * flops_step / (peak * n) / 3600
+    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard)
+    gb = lambda x: f"{x / 1e9:9.3f} GB"
+    log(f"plan: {n} x {kind} as mesh data {mesh.shape['data']} x model {mesh.shape['model']}"
+        f"{' (planned: not present here)' if planned else ''}")
+    log(f"  params     {run['params_nonembed']:,} non-embedding, {run['params_active']:,} active, "
+        f"{run['params_total']:,} total (untied embeddings)")
+    log(f"  FLOPs      {run['flops_per_token']:.3g} per token (6N + 12LTD), {flops_step:.3g} per step of {B * T:,} "
+        f"tokens, {run['n_steps'] * flops_step:.3g} for {run['n_steps']:,} steps")
+    log(f"  time       {hours:,.1f} h at 100% MFU ({peak / 1e12:.4g} TFLOP/s per device, {peak_src}); "
+        f"{hours / cfg['plan_mfu']:,.1f} h at plan_mfu {cfg['plan_mfu']:.0%}")
+    log(f"  memory per device: batch {B} = {A} micro-batch(es) x {B // A} sequences, "
+        f"{B // A // mesh.shape['data']} per data shard, of {T} tokens")
+    notes = {"params": mcfg.param_dtype, "gradients": mcfg.param_dtype, "optimizer state": f"{cfg['optimizer']}, fp32",
+             "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
+             "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
+             "activations": f"estimate: {'remat, block inputs + 1 block' if mcfg.remat else 'every block'} + loss"}
+    for k, v in mem.items():
+        log(f"    {k:20s}{gb(v)}  {notes.get(k, '') if k != 'total' else ''}"
+            f"{f'of {hbm / 1e9:.1f} GB ({kind})' if k == 'total' and hbm else ''}")
+    if hbm and mem["total"] > hbm:
+        log("  warning: the estimate exceeds the device memory; more devices, a larger mesh_model, remat=True "
+            "or a larger grad_accum (smaller micro-batches) would fit")
+    whole = [f"{p[-1].key} {list(x.shape)}" for (p, x), s in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0],
+             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, RULES[p[-1].key]) if r)]
+    if whole:
+        log(f"  not split over some mesh axis (it does not divide the dimension): {', '.join(whole)}")
+    return dict(mem=mem, hours=hours, peak=peak, measured=peak_src.startswith("measured"), hbm=hbm, kind=kind,
+                devices=n, planned=planned)
+
+
+def lowering_platform(plan):
+    """The platform to lower the train step for: None for the devices present, else the planned kind's."""
+    kind = plan["kind"]
+    return ("tpu" if "TPU" in kind else "cpu" if kind == "cpu" else "cuda") if plan["planned"] else None
+
+
+def report_compiled(plan, lowered, seconds, log):
+    """--dry_run: the sharded step has been lowered (and, with the devices present, compiled): say so, and
+    add XLA's own count of the compiled step's memory per device to the plan."""
+    log(f"  lowered the sharded train step for {plan['devices']} x {plan['kind']} in {seconds:.1f} s")
+    if not plan["planned"]:
+        ma = lowered.compile().memory_analysis()
+        plan["xla"] = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes)
+        log(f"  XLA, compiled: arguments {ma.argument_size_in_bytes / 1e9:.3f} GB (params, optimizer state, batch), "
+            f"temporaries {ma.temp_size_in_bytes / 1e9:.3f} GB per device")
+    return plan

@@ -1,0 +1,51 @@
+"""The jitted, sharded train and eval steps: loss -> gradients (optionally over micro-batches) ->
+optimizer update in fp32 -> weights cast back to their dtype (stochastic rounding for bf16, Sec. 6).
+Used by train.py and the benchmarks, so both time the same program.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import model
+import optim
+import rounding
+import sharding
+
+
+def loss_fn(mcfg, shard):
+    """(params, tokens [B, T]) -> mean loss, with FSDP weight gathering on the run's mesh."""
+    gather = sharding.gather_weights(shard, mcfg.compute_dtype)
+    return lambda params, tokens: model.loss_fn(gather(params), tokens, mcfg)
+
+
+def make_train_step(cfg, mcfg, opt, shard):
+    """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated."""
+    loss = loss_fn(mcfg, shard)
+
+    def train_step(params, opt_state, batch, step):
+        loss_v, grads = optim.accumulate_grads(loss, params, batch, cfg["grad_accum"])
+        updates, opt_state = opt.update(grads, opt_state, params)
+        new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)  # update in fp32
+        if mcfg.param_dtype == "bfloat16":  # cast back with the chosen rounding (rounding.py, Sec. 6)
+            new = rounding.round_tree(new, rounding.step_key(cfg["seed"], step), cfg["rounding"])
+        else:
+            new = jax.tree.map(lambda n, p: n.astype(p.dtype), new, params)
+        return new, opt_state, loss_v
+
+    return jax.jit(train_step, donate_argnums=(0, 1),
+                   in_shardings=(shard["params"], shard["opt"], shard["batch"], None),
+                   out_shardings=(shard["params"], shard["opt"], None))
+
+
+def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None):
+    """The sharded train step lowered from abstract arguments (nothing is allocated); `platform` lowers
+    for devices that are not here (an abstract mesh: --dry_run with plan_devices)."""
+    place = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    batch = jax.ShapeDtypeStruct((cfg["batch_size"], cfg["seq_len"]), jnp.int32, sharding=shard["batch"])
+    traced = make_train_step(cfg, mcfg, opt, shard).trace(
+        place(abs_params, shard["params"]), place(abs_opt, shard["opt"]), batch, np.int32(0))
+    return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
+
+
+def make_eval_loss(mcfg, shard):
+    return jax.jit(loss_fn(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
