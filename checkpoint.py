@@ -193,11 +193,11 @@ def load(path, like, shardings=None):
 SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype")
 # a resumed run continues the same optimization: same model, optimizer, and tokens per step
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
-                            "warmup")
+                            "warmup", "adafactor_decay")
 RESUME_RESOLVED = ("lr", "b1", "b2")  # compared in the derived record: a default may have changed meanwhile
 FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
              "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu",
-             "config_file"}
+             "config_file", "tuned"}
 
 
 def start_point(cfg, run, log):

@@ -1,9 +1,12 @@
 """Run configuration: DEFAULTS, `[config.py] [--key=value ...]` parsing, and every check of what the user
 typed (types and values) before anything is printed or allocated. Config files are plain Python
 assignments overriding DEFAULTS; `--key=value` overrides both. Everything is counted in tokens.
+A config file may also hold a table `tuned = {batch_size: {key: value}}` (configs/lm30m.py): the row of
+the run's batch size (the nearest, in log scale, when it has none) fills the keys the user did not set.
 """
 import ast
 import difflib
+import math
 import os
 
 import model
@@ -32,6 +35,7 @@ DEFAULTS = dict(
     # optimizer (optim.from_config): give each beta or its half-life t in tokens, not both; None: the default
     optimizer="adamw", lr=0.0,  # lr 0: the optimizer's default for batch size 1 (optim.DEFAULT_LR)
     b1=None, b2=None, t1=None, t2=None, eps=1e-8, weight_decay=0.0, clip_norm=0.0,
+    adafactor_decay="fixed",  # 'fixed': β2 from b2/t2 every step; 'power': the authors' 1 - (t+1)^-b2 (optim.adafactor)
     schedule="cosine", warmup=0.05,  # 'cosine' (linear warmup then cosine to 0) | 'constant'
     # system
     seed=0, mesh_model=1,  # devices per tensor-parallel group; the rest of the devices do data parallel
@@ -49,7 +53,8 @@ OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2"}
 AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the sizes: model.Config checks them
             0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
-CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS}
+CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
+           "adafactor_decay": ("fixed", "power")}
 
 
 def fail(msg):
@@ -68,6 +73,7 @@ def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
         exec(compile(open(path).read(), path, "exec"), scope)
     except Exception as e:  # a typo in the config file: one line, not a traceback
         fail(f"config file '{path}': {type(e).__name__}: {e}")
+    tuned = scope.pop("tuned", {})
     given = {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not hasattr(v, "__spec__")}
     for a in args:
         if not a.startswith("--"):
@@ -80,8 +86,22 @@ def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
             close = difflib.get_close_matches(k, defaults, n=3, cutoff=0.5)
             fail(f"unknown config key '{k}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
         cfg[k] = _check_type(k, v, defaults[k])
+    cfg, note = _apply_tuned(cfg, tuned, given)
     check_values(cfg)
-    return dict(cfg, config_file=path)
+    return dict(cfg, config_file=path, tuned=note)
+
+
+def _apply_tuned(cfg, tuned, given):
+    """cfg with the keys of its batch size's row of `tuned` that the user did not set; and a note saying so."""
+    if not tuned:
+        return cfg, ""
+    if not isinstance(tuned, dict) or not all(isinstance(r, dict) and set(r) <= set(DEFAULTS) for r in tuned.values()):
+        fail("config key 'tuned' must be {batch_size: {config key: value}}")
+    B = cfg["batch_size"]
+    row = B if B in tuned else min(tuned, key=lambda b: abs(math.log(b / max(B, 1))))
+    filled = {k: _check_type(k, v, DEFAULTS[k]) for k, v in tuned[row].items() if k not in given}
+    how = "its row" if row == B else f"no row for batch size {B}: the nearest, {row}"
+    return dict(cfg, **filled), f"tuned table, {how}: " + (", ".join(f"{k}={v:g}" for k, v in filled.items()) or "all set by the user")
 
 
 def _literal(v):

@@ -1,9 +1,10 @@
 """Data: text -> GPT-2 tokens (a uint16 file) -> deterministic [B, T] batches (B batch, T sequence).
 
-Sources: 'stdlib' (the Python standard library's .py files, ~5.7M tokens, no download), 'fineweb-edu'
-(HuggingFaceFW/fineweb-edu sample-10BT, streamed), local .txt/.jsonl/.parquet files (a path, directory
-or glob; json/parquet rows need a `text` field), and pre-tokenized FineWeb `.bin` shards (llm.c format,
-the data of the paper's GPT-2 / GPT-3 runs, Table 1). Every document is preceded by <|endoftext|>.
+Sources: 'stdlib' (the Python standard library's .py files, ~5.7M tokens, no download), 'fineweb' and
+'fineweb-edu' (HuggingFaceFW/fineweb and fineweb-edu, sample-10BT, streamed: STREAMED), local
+.txt/.jsonl/.parquet files (a path, directory or glob; json/parquet rows need a `text` field), and
+pre-tokenized FineWeb `.bin` shards (llm.c format, the data of the paper's GPT-2 / GPT-3 runs, Table 1).
+Every document is preceded by <|endoftext|>.
 
     python data.py stdlib                             # -> data/stdlib/{tokens.u16, meta.json}
     python data.py fineweb-edu --max_tokens=700e6     # -> data/fineweb-edu-700000000/
@@ -23,6 +24,8 @@ from checkpoint import atomic_write
 
 V_GPT2 = 50257
 EOT = 50256  # <|endoftext|>
+STREAMED = {'fineweb': ('HuggingFaceFW/fineweb', 'sample-10BT'),  # GPT-2 small, GPT-3 XL (paper Table 1)
+            'fineweb-edu': ('HuggingFaceFW/fineweb-edu', 'sample-10BT')}  # the 30M model
 # sha256 of GPT-2's vocab.bpe / encoder.json: the values tiktoken pins for its own 'gpt2' encoding
 BPE_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
 ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
@@ -63,8 +66,8 @@ def documents(source: str):
     """The source's documents (str), lazily; a local source with no files fails here, eagerly."""
     if source == 'stdlib':
         return (p.read_bytes().decode('utf-8', 'replace') for p in stdlib_files())
-    if source == 'fineweb-edu':
-        return docs_from_hf('HuggingFaceFW/fineweb-edu', 'sample-10BT')
+    if source in STREAMED:
+        return docs_from_hf(*STREAMED[source])
     p = Path(source)
     files = sorted(p.rglob('*')) if p.is_dir() else [p] if p.is_file() else sorted(map(Path, glob.glob(source)))
     files = [f for f in files if f.suffix in BUILDERS and f.is_file()]
@@ -92,10 +95,10 @@ def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
     """Tokenize `source` into <out_dir>/<name>/{tokens.u16, meta.json}; return that directory. max_tokens
     caps the whole stream (train + val; the last document is cut). Skipped if meta.json records the same
     request and the token file has the recorded size; meta.json is written last, so it marks completion."""
-    local = source not in ('stdlib', 'fineweb-edu')
+    local = source != 'stdlib' and source not in STREAMED
     base = (Path(source.rstrip('/')).stem or 'data') if local and not glob.has_magic(source) else source
     d = Path(out_dir) / (re.sub(r'[^\w.-]+', '_', base).strip('_') + (f'-{max_tokens}' if max_tokens else ''))
-    where = {'stdlib': sysconfig.get_paths()['stdlib'], 'fineweb-edu': ''}.get(source, os.path.abspath(source))
+    where = sysconfig.get_paths()['stdlib'] if source == 'stdlib' else '' if source in STREAMED else os.path.abspath(source)
     request = dict(source=source, path=where, max_tokens=max_tokens, val_tokens=val_tokens)
     meta_path, tok_path = d / 'meta.json', d / 'tokens.u16'
     with contextlib.suppress(OSError, ValueError, KeyError):  # no / stale / broken meta: (re)prepare
@@ -129,8 +132,8 @@ def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
 
 def check(spec: str, data_dir: str = 'data'):
     """Fail fast (FileNotFoundError -> one line) if `spec` names local data that is not there, before a run
-    prints or allocates anything; reads no tokens. Named sources ('stdlib', 'fineweb-edu') always exist."""
-    if spec in ('stdlib', 'fineweb-edu'):
+    prints or allocates anything; reads no tokens. Named sources ('stdlib', STREAMED) always exist."""
+    if spec == 'stdlib' or spec in STREAMED:
         return
     if spec.endswith('.bin') and not glob.glob(spec):
         raise FileNotFoundError(f'no .bin shards at {spec!r}')
@@ -177,7 +180,7 @@ def _load_shards(files: list[Path]):
 
 
 def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2) -> TokenData:
-    """spec: 'stdlib' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into data_dir
+    """spec: 'stdlib' | 'fineweb' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into data_dir
     if needed), a prepared dataset dir or its meta.json, or .bin shards (a path, glob or directory)."""
     p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
     shards = (sorted(p.glob('*.bin')) if p.is_dir() and not (p / 'meta.json').exists() else
@@ -244,7 +247,7 @@ def eval_batches(tokens, batch_size: int, seq_len: int, max_tokens: int | None =
 
 def main():
     ap = argparse.ArgumentParser(description='Tokenize a source with GPT-2 BPE into <out_dir>/<name>/.')
-    ap.add_argument('source', help="'stdlib' | 'fineweb-edu' | local .txt/.jsonl/.parquet path, dir or glob")
+    ap.add_argument('source', help="'stdlib' | 'fineweb' | 'fineweb-edu' | local .txt/.jsonl/.parquet path, dir or glob")
     ap.add_argument('--out_dir', default='data')
     ap.add_argument('--max_tokens', type=lambda s: int(float(s)), help='cap on train + val tokens (1e6 ok)')
     ap.add_argument('--val_tokens', type=lambda s: int(float(s)), help='default: 5%%, at most 10M')

@@ -58,26 +58,35 @@ class Config:
 
 
 def init(cfg: Config, key):
-    """Projections xavier-uniform, embedding N(0, 1/D) (paper App. A). Blocks stacked on axis 0."""
+    """The authors' initialization (their pretraining/model.py), in our stacked layout [L, ...]:
+    embeddings N(0, 1/D), input [V, D] and output [D, V] alike (so logits h·W start at std 1 after the
+    final RMSNorm); every kernel xavier-uniform with jax's fan rule on the authors' kernel shapes, where
+    the axes other than the last two are a receptive field that multiplies both fans:
+      q, k, v: their [3, N, D, H] kernel: fan_in 3·N·D, fan_out 3·N·H   (ours: three [L, D, N, H])
+      o:       their [N, H, D]:            fan_in N·H,   fan_out N·D     (ours: [L, N, H, D])
+      up, down: [D, F] and [F, D]:         fan_in, fan_out = their two axes."""
     D, L, V, H, N, F = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.head_dim, cfg.n_heads, cfg.mlp_ratio * cfg.d_model
     dt = jnp.dtype(cfg.param_dtype)
 
-    def xavier(key, shape, fan_in, fan_out):
+    def xavier(key, shape, fan_in, fan_out):  # U(-a, a), a = √(6 / (fan_in + fan_out)): variance 2 / (fan_in + fan_out)
         lim = math.sqrt(6 / (fan_in + fan_out))
         return jax.random.uniform(key, shape, jnp.float32, -lim, lim).astype(dt)
 
+    def normal(key, shape):  # N(0, 1/D)
+        return (jax.random.normal(key, shape, jnp.float32) / math.sqrt(D)).astype(dt)
+
     ks = jax.random.split(key, 8)
     return {
-        "embed": (jax.random.normal(ks[0], (V, D), jnp.float32) / math.sqrt(D)).astype(dt),  # [V, D]
+        "embed": normal(ks[0], (V, D)),  # [V, D]
         "blocks": {
-            "q": xavier(ks[1], (L, D, N, H), D, D),  # [L, D, N, H]
-            "k": xavier(ks[2], (L, D, N, H), D, D),
-            "v": xavier(ks[3], (L, D, N, H), D, D),
-            "o": xavier(ks[4], (L, N, H, D), D, D),  # [L, N, H, D]
+            "q": xavier(ks[1], (L, D, N, H), 3 * N * D, 3 * N * H),  # [L, D, N, H]
+            "k": xavier(ks[2], (L, D, N, H), 3 * N * D, 3 * N * H),
+            "v": xavier(ks[3], (L, D, N, H), 3 * N * D, 3 * N * H),
+            "o": xavier(ks[4], (L, N, H, D), N * H, N * D),  # [L, N, H, D]
             "up": xavier(ks[5], (L, D, F), D, F),  # [L, D, F]
             "down": xavier(ks[6], (L, F, D), F, D),  # [L, F, D]
         },
-        "unembed": xavier(ks[7], (D, V), D, V),  # [D, V]
+        "unembed": normal(ks[7], (D, V)),  # [D, V]
     }
 
 

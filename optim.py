@@ -43,7 +43,7 @@ def beta_to_half_life(beta: float, tokens_per_step: float) -> float:
 
 def resolve_betas(b1, b2, t1, t2, tokens_per_step) -> tuple[float, float]:
     """Each moment is given as a β or as a half-life t in tokens, never both. Neither: b1=0.9, b2=0.95
-    (GPT-3's AdamW betas, paper "Training recipe"; at small batch pass t2 instead so β2 rescales)."""
+    (GPT-3's AdamW betas); hyperparams() never leaves β2 to this default: it passes t2 = DEFAULT_T2."""
     out = []
     for i, b, t, default in ((1, b1, t1, 0.9), (2, b2, t2, 0.95)):
         if b is not None and t is not None:
@@ -141,18 +141,49 @@ def factor_axes(shape, min_dim_size_to_factor):
     return (a, b) if shape[a] >= min_dim_size_to_factor else None
 
 
+def layer_blocks(params, layers="blocks", fused=("q", "k", "v")):
+    """Adafactor's blocks as the authors keep them (one weight per layer): each leaf of params[layers] is
+    stacked [L, ...] and is L blocks, one per layer, and the `fused` leaves of a layer are one block (their
+    q, k, v are one [3, N, D, H] kernel); every other leaf is one block. A tree like params of
+    (block name, stacked) pairs."""
+    def name(path, x):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        stacked = keys[0] == layers and x.ndim > 1
+        return ("/".join(keys[:-1] + ["+".join(fused)]) if stacked and keys[-1] in fused else "/".join(keys)), stacked
+    return jax.tree_util.tree_map_with_path(name, params)
+
+
+def block_rms(tree, blocks):
+    """RMS of each block of tree (see layer_blocks), broadcast back to each leaf: [L, 1, ...] or []."""
+    if blocks is None:
+        return jax.tree.map(lambda x: jnp.sqrt(jnp.mean(x * x)), tree)
+    leaves, ids = jax.tree.leaves(tree), jax.tree.leaves(blocks, is_leaf=lambda b: isinstance(b, tuple))
+    sums, counts = {}, {}
+    for x, (b, stacked) in zip(leaves, ids):
+        axes = tuple(range(1, x.ndim)) if stacked else None  # per layer, or the whole leaf
+        sums[b] = sums.get(b, 0.0) + jnp.sum(x * x, axis=axes, keepdims=stacked)
+        counts[b] = counts.get(b, 0) + x.size // (x.shape[0] if stacked else 1)
+    return jax.tree.unflatten(jax.tree.structure(tree), [jnp.sqrt(sums[b] / counts[b]) for b, _ in ids])
+
+
 def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=False,
-              min_dim_size_to_factor=128, b1=0.0, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+              min_dim_size_to_factor=128, b1=0.0, weight_decay=0.0, clip_norm=0.0, per_layer=False,
+              decay="fixed") -> Optimizer:
     """Adafactor (Shazeer & Stern 2018): a rank-1 factored second moment V ≈ r·cᵀ/mean(r) for matrices, so the
-    state of an R×C matrix is R + C floats; update RMS clipped to clip_threshold per block (parameter).
+    state of an R×C matrix is R + C floats; update RMS clipped to clip_threshold per block.
     eps = (ε1 added to g², ε2 the floor of RMS(param) when relative_step scales the LR by it).
-    β2 is a FIXED decay set from t2 like Adam's (paper "Note on Adafactor"). The authors' code passes its
-    "b2" to optax as the exponent c of β2_t = 1 − t^(−c), whose memory grows with the step count and is
-    no fixed half-life in tokens. As in optax, no bias correction: while v is small the update is the bias-
-    corrected one times 1/√(1−β2^t), the same factor across a block, and clipping at RMS 1 (≈ the RMS of
-    g/√E[g²]) removes it. Momentum (b1 > 0) is an EMA of the LR-scaled update, as in optax.
-    Weight decay is decoupled and multiplied by the LR like AdamW's (optax.adafactor's is not)."""
+    per_layer: clipping and RMS(param) are measured per block of layer_blocks (per layer, q, k, v as one
+    block, as the authors' per-layer weights have it) instead of per leaf (optax's blocks).
+    decay 'fixed' (default): β2 = b2 every step, set from t2 like Adam's (paper "Note on Adafactor").
+    decay 'power': the authors' run, their "b2" passed to optax as the exponent c of β2_t = 1 − (t+1)^(−c)
+    (t from 0), whose memory grows with the step count and is no fixed half-life in tokens.
+    As in optax, no bias correction: while v is small the update is the bias-corrected one times
+    1/√(1−β2^t), the same factor across a block, and clipping at RMS 1 (≈ the RMS of g/√E[g²]) removes it.
+    Momentum (b1 > 0) is an EMA of the LR-scaled update, as in optax. Weight decay is decoupled and
+    multiplied by the LR like AdamW's (optax.adafactor's is not)."""
     eps1, eps2 = eps
+    if decay not in ("fixed", "power"):
+        raise ValueError(f"adafactor decay must be 'fixed' or 'power', got {decay!r}")
 
     def init(params):
         def leaf(p):
@@ -168,27 +199,31 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
 
     def update(grads, state, params):
         g, eta = _prepare(grads, clip_norm), _lr(lr, state["step"])
+        beta = b2 if decay == "fixed" else 1 - (state["step"] + 1.0) ** -b2
 
-        def leaf(g, s, p):
+        def leaf(g, s):  # u = g / √V
             g2 = g * g + eps1
             ax = factor_axes(g.shape, min_dim_size_to_factor)
             if ax is None:
-                s = {"v": b2 * s["v"] + (1 - b2) * g2}
-                u = g * s["v"] ** -0.5
-            else:
-                a, b = ax
-                s = {"r": b2 * s["r"] + (1 - b2) * g2.mean(b), "c": b2 * s["c"] + (1 - b2) * g2.mean(a)}
-                a_r = a - 1 if a > b else a  # axis a inside r, whose axis b was reduced away
-                row = (s["r"] / s["r"].mean(a_r, keepdims=True)) ** -0.5
-                u = g * jnp.expand_dims(row, b) * jnp.expand_dims(s["c"], a) ** -0.5  # u = g/√V
-            if clip_threshold:  # update clipping: u <- u / max(1, RMS(u)/d) (Shazeer & Stern Sec. 6)
-                u = u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(u * u)) / clip_threshold)
-            scale = jnp.maximum(jnp.sqrt(jnp.mean(p.astype(f32) ** 2)), eps2) if relative_step else 1.0
-            return u * eta * scale, s
+                s = {"v": beta * s["v"] + (1 - beta) * g2}
+                return g * s["v"] ** -0.5, s
+            a, b = ax
+            s = {"r": beta * s["r"] + (1 - beta) * g2.mean(b), "c": beta * s["c"] + (1 - beta) * g2.mean(a)}
+            a_r = a - 1 if a > b else a  # axis a inside r, whose axis b was reduced away
+            row = (s["r"] / s["r"].mean(a_r, keepdims=True)) ** -0.5
+            return g * jnp.expand_dims(row, b) * jnp.expand_dims(s["c"], a) ** -0.5, s
 
+        blocks = layer_blocks(params) if per_layer else None
         leaves, tree = jax.tree.flatten(g)  # state["v"] holds a dict ({r, c} or {v}) where params hold a leaf
-        out = [leaf(*x) for x in zip(leaves, tree.flatten_up_to(state["v"]), tree.flatten_up_to(params))]
+        out = [leaf(*x) for x in zip(leaves, tree.flatten_up_to(state["v"]))]
         u = tree.unflatten([o[0] for o in out])
+        if clip_threshold:  # update clipping per block: u <- u / max(1, RMS(u)/d) (Shazeer & Stern Sec. 6)
+            u = jax.tree.map(lambda u, r: u / jnp.maximum(1.0, r / clip_threshold), u, block_rms(u, blocks))
+        if relative_step:  # the step in units of the block's RMS(param), floored at ε2
+            scale = block_rms(jax.tree.map(lambda p: p.astype(f32), params), blocks)
+            u = jax.tree.map(lambda u, r: u * eta * jnp.maximum(r, eps2), u, scale)
+        else:
+            u = jax.tree.map(lambda u: u * eta, u)
         new = {"step": state["step"] + 1, "v": tree.unflatten([o[1] for o in out])}
         if b1 > 0:
             u = new["m"] = jax.tree.map(lambda m, u: b1 * m + (1 - b1) * u, state["m"], u)
@@ -196,23 +231,28 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
     return Optimizer(init, update)
 
 
-def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True) -> Optimizer:
-    """Optimizer by name. SGD uses b1 (0 = no momentum), not b2 or eps. eps is Adam's ε (None -> 1e-8); Adafactor
-    takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g² far too high). relative_step=True
-    (optax's default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param)."""
+def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True,
+          adafactor_decay="fixed") -> Optimizer:
+    """Optimizer by name, for model.py's parameter tree. SGD uses b1 (0 = no momentum), not b2 or eps. eps is
+    Adam's ε (None -> 1e-8); Adafactor takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g²
+    far too high), and works per layer (layer_blocks) as the authors' does. relative_step=True (optax's
+    default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param)."""
     if name == "sgd":
         return sgd(lr, b1, weight_decay, clip_norm)
     if name == "adamw":
         return adamw(lr, b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
     if name == "adafactor":
         e = tuple(eps) if isinstance(eps, (tuple, list)) else (1e-30, 1e-3)
-        return adafactor(lr, b2, e, relative_step=relative_step, b1=b1, weight_decay=weight_decay, clip_norm=clip_norm)
+        return adafactor(lr, b2, e, relative_step=relative_step, b1=b1, weight_decay=weight_decay, clip_norm=clip_norm,
+                         per_layer=True, decay=adafactor_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
 
 
 OPTIMIZERS = ("sgd", "adamw", "adafactor")
 DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3}  # GPT-2 small at batch 1 ("Training recipe")
 DEFAULT_B1 = {"sgd": 0.0, "adamw": 0.9, "adafactor": 0.0}  # the paper runs SGD and Adafactor without momentum
+DEFAULT_T2 = 10_000_000  # tokens, when neither b2 nor t2 is given: the authors' tuned 30M value at every batch
+# size. β2 = 0.95 at every batch size is the setting the paper shows failing at batch 1 (GPT-2: 4.41 vs 3.39).
 SCHEDULES = {"cosine": lambda lr, n, warmup: warmup_cosine(lr, n, warmup), "constant": lambda lr, n, warmup: constant(lr)}
 
 
@@ -223,15 +263,17 @@ def hyperparams(cfg, tokens_per_step) -> dict:
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
     b1 = DEFAULT_B1[name] if cfg["b1"] is None and cfg["t1"] is None else cfg["b1"]
-    b1, b2 = resolve_betas(b1, cfg["b2"], cfg["t1"], cfg["t2"], tokens_per_step)
+    t2 = DEFAULT_T2 if cfg["b2"] is None and cfg["t2"] is None else cfg["t2"]
+    b1, b2 = resolve_betas(b1, cfg["b2"], cfg["t1"], t2, tokens_per_step)
     return dict(lr=cfg["lr"] or DEFAULT_LR[name], b1=b1, b2=b2)
 
 
 def from_config(cfg, hp, n_steps):
     """(optimizer, LR schedule) of a run: cfg's optimizer / schedule / warmup / eps / weight_decay /
-    clip_norm with the resolved hyperparams hp over n_steps steps."""
+    clip_norm / adafactor_decay with the resolved hyperparams hp over n_steps steps."""
     sched = SCHEDULES[cfg["schedule"]](hp["lr"], n_steps, cfg["warmup"])
-    return build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"]), sched
+    return build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"],
+                 adafactor_decay=cfg["adafactor_decay"]), sched
 
 
 def state_bytes(name: str, params, b1: float = 0.0) -> int:

@@ -62,7 +62,7 @@ def load_data(cfg):
     """Token data for the run. Process 0 prepares it (tokenizing on first use) while the other hosts
     wait, then they read the same files. A streamed source is cut at what the run will read."""
     spec, d = cfg["data"], cfg["data_dir"]
-    cap = int(cfg["train_tokens"] * 1.05) + cfg["eval_tokens"] if spec == "fineweb-edu" else None  # +5% held out
+    cap = int(cfg["train_tokens"] * 1.05) + cfg["eval_tokens"] if spec in data.STREAMED else None  # +5% held out
     load = lambda: data.load(data.prepare(spec, d, max_tokens=cap) if cap else spec, d, cfg["vocab_size"])
     try:
         tdata = load() if jax.process_index() == 0 else None

@@ -3,9 +3,9 @@
 # Paper's val loss ≈ 3.39 (Adam bs 1). Variants from paper.md:
 #   --optimizer=sgd --lr=0.2 (≈ 3.53)   --optimizer=adafactor --lr=5e-3 (≈ 3.36)
 #   bs-512 AdamW baseline: --batch_size=512 --grad_accum=... --lr=4.8e-3 --b2=0.95 --weight_decay=0.1 (≈ 3.42)
-# Paper used pre-tokenized FineWeb .bin shards: --data='data/fineweb10B/fineweb_*.bin'.
+# The paper's FineWeb, also as pre-tokenized llm.c shards: --data='data/fineweb10B/fineweb_*.bin'.
 out_dir = "out/gpt2"
-data = "fineweb-edu"
+data = "fineweb"  # HuggingFaceFW/fineweb sample-10BT, streamed (the paper: FineWeb, Table 1)
 d_model = 768
 n_layers = 12
 head_dim = 128

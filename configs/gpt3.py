@@ -7,7 +7,7 @@
 #   SGD:       --batch_size=1 --grad_accum=1 --optimizer=sgd --lr=0.15 --b2=None --weight_decay=0.0 (≈ 3.01)
 #   Adam with β2 0.95 not rescaled to bs 1: --batch_size=1 --grad_accum=1 --lr=6.7e-5 --weight_decay=0.0 (≈ 3.47)
 out_dir = "out/gpt3"
-data = "fineweb-edu"
+data = "fineweb"  # HuggingFaceFW/fineweb sample-10BT, streamed (the paper: FineWeb, Table 1)
 d_model = 2048
 n_layers = 24
 head_dim = 128

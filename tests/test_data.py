@@ -119,9 +119,11 @@ def test_fineweb_schema_parquet_through_the_streaming_path(tmp_path, monkeypatch
     calls, real = [], data.docs_from_hf
     monkeypatch.setattr(data, 'docs_from_hf',
                         lambda *a, **k: calls.append((a, k)) or real('parquet', data_files=[fw]))
-    d = data.prepare('fineweb-edu', str(tmp_path / 'out'), max_tokens=333, val_tokens=50)
-    assert calls == [(('HuggingFaceFW/fineweb-edu', 'sample-10BT'), {})] and d.endswith('fineweb-edu-333')
-    np.testing.assert_array_equal(np.memmap(os.path.join(d, 'tokens.u16'), np.uint16), want)
+    for name, repo in (('fineweb-edu', 'HuggingFaceFW/fineweb-edu'), ('fineweb', 'HuggingFaceFW/fineweb')):
+        calls.clear()
+        d = data.prepare(name, str(tmp_path / 'out'), max_tokens=333, val_tokens=50)
+        assert calls == [((repo, 'sample-10BT'), {})] and d.endswith(f'{name}-333')
+        np.testing.assert_array_equal(np.memmap(os.path.join(d, 'tokens.u16'), np.uint16), want)
 
 
 def test_prepare_is_idempotent_and_redoes_changed_requests(corpus, tmp_path):

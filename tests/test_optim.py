@@ -151,6 +151,64 @@ def test_adafactor_matches_optax(relative_step, clip, b1):
     run_both(ours, optax_adafactor(lr, 0.99, relative_step, clip, b1))
 
 
+def model_like_tree(seed, L=3, D=256, N=2, H=128, F=512, V=160):
+    """model.py's layout: stacked blocks [L, ...] whose layers have weight RMS 1 : 2 : 4, and an embedding."""
+    rng = np.random.default_rng(seed)
+    scale = (2.0 ** np.arange(L)).reshape(L, 1, 1, 1)
+    blocks = {k: 0.02 * scale * rng.standard_normal((L, D, N, H)) for k in ("q", "k", "v")}
+    blocks["o"] = 0.02 * scale * rng.standard_normal((L, N, H, D))
+    blocks["up"] = 0.02 * scale[..., 0] * rng.standard_normal((L, D, F))
+    tree = {"blocks": blocks, "embed": 0.05 * rng.standard_normal((V, D))}
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def per_layer(tree, l):
+    """Layer l as the authors hold it: one q/k/v kernel (stacked on a new leading axis, their [3, ...]),
+    o and up of that layer alone."""
+    b = tree["blocks"]
+    return {"qkv": jnp.stack([b["q"][l], b["k"][l], b["v"][l]]), "o": b["o"][l], "up": b["up"][l]}
+
+
+@pytest.mark.parametrize("decay", ["power", "fixed"])
+def test_adafactor_per_layer_equals_optax_on_each_layer(decay):
+    """Adafactor on the stacked tree with per_layer=True equals optax.adafactor run on each layer's weights
+    separately (q, k, v as one kernel) and on the embedding: clipping and the parameter-RMS scale are per
+    layer. 'power' is the authors' own run (optax.adafactor's decay 1 − (t+1)^(−c)); 'fixed' the same
+    optax pieces with a constant β2. Layers with weight RMS 1 : 2 : 4 get update RMS 1 : 2 : 4."""
+    L, c, lr, steps = 3, 0.8, 1e-2, 6
+    if decay == "power":
+        ref_opt = lambda: optax.adafactor(lr, decay_rate=c)
+    else:
+        ref_opt = lambda: optax_adafactor(lr, 0.99, True, 1.0, 0.0)
+    ours = optim.adafactor(lr, b2=c if decay == "power" else 0.99, relative_step=True, per_layer=True, decay=decay)
+    params = model_like_tree(0)
+    refs = [ref_opt() for _ in range(L + 1)]  # one per layer, and the embedding's
+    ref_params = [per_layer(params, l) for l in range(L)] + [{"embed": params["embed"]}]
+    ref_state = [o.init(p) for o, p in zip(refs, ref_params)]
+    state = ours.init(params)
+    for i in range(steps):
+        grads = jax.tree.map(lambda g: (1 + i) * g, model_like_tree(100 + i))
+        u, state = ours.update(grads, state, params)
+        ref_grads = [per_layer(grads, l) for l in range(L)] + [{"embed": grads["embed"]}]
+        for l in range(L + 1):
+            ru, ref_state[l] = refs[l].update(ref_grads[l], ref_state[l], ref_params[l])
+            mine = per_layer(u, l) if l < L else {"embed": u["embed"]}
+            assert_trees_close(mine, ru)
+            ref_params[l] = optax.apply_updates(ref_params[l], ru)
+        params = jax.tree.map(lambda p, d: p + d, params, u)
+    rms = [float(jnp.sqrt(jnp.mean(u["blocks"]["up"][l] ** 2))) for l in range(L)]
+    np.testing.assert_allclose(np.array(rms) / rms[0], [1, 2, 4], rtol=0.05)
+
+
+def test_adafactor_per_leaf_clipping_would_differ():
+    """The per-layer blocks matter: over the whole stacked leaf (optax's per-leaf blocks) every layer gets
+    the same update RMS whatever its weight RMS, not 1 : 2 : 4."""
+    params, grads = model_like_tree(0), model_like_tree(1)
+    u = optim.adafactor(1e-2, b2=0.99, relative_step=True).update(grads, optim.adafactor(1e-2).init(params), params)[0]
+    rms = [float(jnp.sqrt(jnp.mean(u["blocks"]["up"][l] ** 2))) for l in range(3)]
+    np.testing.assert_allclose(np.array(rms) / rms[0], [1, 1, 1], rtol=0.05)
+
+
 def test_adafactor_weight_decay_and_clip_norm_match_optax():
     # decoupled wd multiplied by the LR: with a constant LR that is optax's add_decayed_weights(lr·wd)
     lr, wd = 1e-2, 0.1
@@ -167,16 +225,25 @@ def test_bf16_params_give_fp32_state_and_updates():
         assert all(u.dtype == jnp.float32 and np.isfinite(u).all() for u in jax.tree.leaves(updates))
 
 
-def test_build():
-    lr = optim.constant(1e-3)
-    grads, params = random_tree(1), random_tree(0)
-    first_update = lambda opt: jax.jit(lambda g, p: opt.update(g, opt.init(p), p)[0])(grads, params)
-    for name, direct in (("sgd", optim.sgd(lr, 0.9, 0.1)), ("adamw", optim.adamw(lr, 0.9, 0.95, 1e-8, 0.1)),
-                         ("adafactor", optim.adafactor(lr, 0.95, relative_step=True, b1=0.9, weight_decay=0.1))):
-        opt = optim.build(name, lr, 0.9, 0.95, None, 0.1, 0.0)
-        assert_trees_close(first_update(opt), first_update(direct), rtol=0)
+def test_hyperparams_fill_the_paper_defaults_and_build_matches_optax():
+    """optim.hyperparams: no momentum for SGD and Adafactor, β1 0.9 for Adam, β2 from t2 = 10M tokens when
+    neither b2 nor t2 is given (closed form 0.5^(B·T/t2)), the batch-1 LRs; betas from half-lives; and the
+    optimizer from_config builds equals optax's AdamW with those settings."""
+    import config
+    cfg = dict(config.DEFAULTS)
+    for name, b1 in (("sgd", 0.0), ("adafactor", 0.0), ("adamw", 0.9)):
+        hp = optim.hyperparams(dict(cfg, optimizer=name), 128)
+        assert hp == dict(lr=optim.DEFAULT_LR[name], b1=b1, b2=pytest.approx(0.5 ** (128 / 10e6), rel=1e-15))
+    hp = optim.hyperparams(dict(cfg, t1=40e3, b2=0.95), 512)
+    assert hp["b1"] == pytest.approx(0.5 ** (512 / 40e3), rel=1e-15) and hp["b2"] == 0.95
+    with pytest.raises(ValueError, match="give b2 or t2, not both"):
+        optim.hyperparams(dict(cfg, b2=0.9, t2=1e6), 128)
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
-        optim.build("lion", lr, 0.9, 0.95, None, 0.0, 0.0)
+        optim.hyperparams(dict(cfg, optimizer="lion"), 128)
+    hp = optim.hyperparams(dict(cfg, weight_decay=0.1), 128)
+    opt, sched = optim.from_config(dict(cfg, weight_decay=0.1, warmup=0.2), hp, 20)
+    ref = optax.adamw(optax.warmup_cosine_decay_schedule(0, hp["lr"], 4, 20), hp["b1"], hp["b2"], 1e-8, weight_decay=0.1)
+    run_both(opt, ref)
 
 
 # ---------------------------------------------------------------- optimizer state size
