@@ -193,8 +193,8 @@ def load(path, like, shardings=None):
 SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype")
 # a resumed run continues the same optimization: same model, optimizer, and tokens per step
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
-                            "warmup", "adafactor_decay")
-RESUME_RESOLVED = ("lr", "b1", "b2")  # compared in the derived record: a default may have changed meanwhile
+                            "warmup", "adafactor_decay")  # and muon_t1, through the resolved muon_b1
+RESUME_RESOLVED = ("lr", "b1", "b2", "muon_lr", "muon_b1")  # compared in the derived record: a default may have changed meanwhile
 FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
              "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu",
              "config_file", "tuned"}
@@ -241,7 +241,7 @@ def check_resume(cfg, run, meta, path, log):
     if not {"metrics", "pending_losses", "data", "run"} <= set(meta):
         fail(f"cannot resume {path}: written by an older train.py; start from its weights with --init_from={path}")
     diff = [f"{k} {old.get(k)!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k) != cfg[k]]
-    diff += [f"{k} {old_run.get(k)!r} -> {run[k]!r}" for k in RESUME_RESOLVED if old_run.get(k) != run[k]]
+    diff += [f"{k} {old_run.get(k)!r} -> {run.get(k)!r}" for k in RESUME_RESOLVED if old_run.get(k) != run.get(k)]
     if diff:
         fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); "
              f"start a new run from its weights with --init_from={path} instead")

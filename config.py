@@ -36,6 +36,7 @@ DEFAULTS = dict(
     optimizer="adamw", lr=0.0,  # lr 0: the optimizer's default for batch size 1 (optim.DEFAULT_LR)
     b1=None, b2=None, t1=None, t2=None, eps=1e-8, weight_decay=0.0, clip_norm=0.0,
     adafactor_decay="fixed",  # 'fixed': β2 from b2/t2 every step; 'power': the authors' 1 - (t+1)^-b2 (optim.adafactor)
+    muon_lr=0.0, muon_b1=None, muon_t1=None,  # optimizer 'muon': the block weights' peak LR and momentum (0/None: default)
     schedule="cosine", warmup=0.05,  # 'cosine' (linear warmup then cosine to 0) | 'constant'
     # system
     seed=0, mesh_model=1,  # devices per tensor-parallel group; the rest of the devices do data parallel
@@ -49,9 +50,9 @@ DEFAULTS = dict(
     # a plan.PEAKS name ('' = the present kind); plan_mfu the assumed model-FLOPs utilization for the wall time
     plan_devices=0, plan_device="", plan_mfu=0.4,
 )
-OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2"}
+OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the sizes: model.Config checks them
-            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "eps",
+            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
            "adafactor_decay": ("fixed", "power")}
@@ -133,8 +134,9 @@ def check_values(cfg):
         if cfg[k] not in ok:
             fail(f"{k}={cfg[k]!r} must be one of {', '.join(map(repr, ok))}")
     for k in OPTIONAL_FLOAT:
-        if cfg[k] is not None and not (0 <= cfg[k] < 1 if k[0] == "b" else cfg[k] > 0):
-            fail(f"{k}={cfg[k]!r} must be " + ("in [0, 1)" if k[0] == "b" else "> 0 tokens"))
+        beta = k[-2] == "b"  # b1, b2, muon_b1; the rest are half-lives
+        if cfg[k] is not None and not (0 <= cfg[k] < 1 if beta else cfg[k] > 0):
+            fail(f"{k}={cfg[k]!r} must be " + ("in [0, 1)" if beta else "> 0 tokens"))
     if cfg["eval_tokens"] < 1 or cfg["batch_size"] % cfg["grad_accum"]:
         fail(f"eval_tokens={cfg['eval_tokens']} must be >= 1" if cfg["eval_tokens"] < 1 else
              f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, AdamW, Adafactor), learning-rate schedules and gradient accumulation, in pure JAX.
+"""Optimizers (SGD, AdamW, Adafactor, Muon, signum), learning-rate schedules and gradient accumulation, in pure JAX.
 
 The paper's central rule (Marek et al. 2025, "The central rule" in shared/paper.md): a decay β applied once
 per step of B sequences × T tokens halves a gradient's weight after t = B·T·ln(0.5)/ln(β) tokens, so the
@@ -84,8 +84,8 @@ def _lr(lr, step):
 
 
 def _prepare(grads, clip_norm):
-    """Grads to fp32, then optional global-norm clipping g <- g·min(1, c/|g|) (off in the paper)."""
-    g = jax.tree.map(lambda x: x.astype(f32), grads)
+    """Grads to (at least) fp32, then optional global-norm clipping g <- g·min(1, c/|g|) (off in the paper)."""
+    g = jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, f32)), grads)  # fp64 stays (x64 tests)
     if clip_norm > 0:
         norm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g)))
         g = jax.tree.map(lambda x: jnp.where(norm < clip_norm, x, x / norm * clip_norm), g)
@@ -93,7 +93,7 @@ def _prepare(grads, clip_norm):
 
 
 def _zeros(params):
-    return jax.tree.map(lambda p: jnp.zeros(p.shape, f32), params)  # state is fp32 whatever the param dtype
+    return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, f32)), params)  # bf16 -> fp32 state
 
 
 def sgd(lr, b1: float = 0.0, weight_decay: float = 0.0, clip_norm: float = 0.0) -> Optimizer:
@@ -139,6 +139,74 @@ def factor_axes(shape, min_dim_size_to_factor):
         return None
     a, b = (int(i) for i in np.argsort(shape)[-2:])
     return (a, b) if shape[a] >= min_dim_size_to_factor else None
+
+
+def signum(lr, b1=0.9, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+    """Signum (Bernstein et al. 2018): the sign of the EMA momentum, Δp = −η·(sign(m) + λ·p). The sign
+    ignores the momentum's scale, so the authors' heavy-ball trace gives the same steps. b1 0: signSGD."""
+    base = sgd(1.0, b1)  # its update with LR 1 is −m: the momentum, or the gradient when b1 = 0
+
+    def update(grads, state, params):
+        neg_m, new = base.update(_prepare(grads, clip_norm), state, params)
+        eta = _lr(lr, state["step"])
+        return jax.tree.map(lambda n, p: -eta * (jnp.sign(-n) + weight_decay * p.astype(f32)), neg_m, params), new
+    return Optimizer(base.init, update)
+
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # the quintic of Jordan et al. (2024), as the authors and optax use it
+
+
+def newton_schulz(x, steps=5, eps=1e-8):
+    """≈ U·Vᵀ of each matrix x [..., m, n] = U·S·Vᵀ, by 5 steps of the quintic X <- aX + (bA + cA²)X,
+    A = X·Xᵀ, after scaling X to Frobenius norm 1 (so every singular value is <= 1). The coefficients trade
+    exactness for speed: the singular values land near 1, in roughly [0.7, 1.2], not at 1."""
+    a, b, c = NS_COEFFS
+    wide = x.shape[-2] <= x.shape[-1]  # iterate on the wide form: A is the smaller Gram matrix
+    x = x if wide else jnp.swapaxes(x, -2, -1)
+    x = x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + eps)
+    for _ in range(steps):
+        A = x @ jnp.swapaxes(x, -2, -1)  # [..., m, m]
+        x = a * x + (b * A + c * A @ A) @ x
+    return x if wide else jnp.swapaxes(x, -2, -1)
+
+
+# The (fan-in, fan-out) axes of each stacked block weight: the matrices the authors orthogonalize are
+# per layer and per head (their q/k/v kernel [3, N, D, H] and output [N, H, D] end in a head's matrix);
+# ours put other axes last (q, k, v [L, D, N, H]), so each is moved to its place first. Counted from the
+# end; every other weight (o [L, N, H, D], up [L, D, F], down [L, F, D]) has its matrix last already.
+MUON_AXES = {"q": (-3, -1), "k": (-3, -1), "v": (-3, -1)}
+
+
+def orthogonalize(x, axes):
+    """Newton-Schulz on the (fan-in, fan-out) matrices of x [..., in, ..., out, ...], each scaled by
+    √max(1, fan_out / fan_in) (Muon's width rule, as the authors and optax apply it)."""
+    y = jnp.moveaxis(x, axes, (-2, -1))
+    y = newton_schulz(y) * math.sqrt(max(1.0, y.shape[-1] / y.shape[-2]))
+    return jnp.moveaxis(y, (-2, -1), axes)
+
+
+def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+    """Muon (Jordan et al. 2024) as the authors run it: every block weight (params['blocks']) follows the
+    orthogonalized EMA momentum m = β·m + (1−β)·g (bias-corrected, no Nesterov) at LR muon_lr, with no
+    weight decay; the embeddings take AdamW with the run's Adam settings (lr, b1, b2, eps, weight_decay).
+    State: m for the blocks (4 bytes a weight), Adam's m and v for the embeddings."""
+    adam = adamw(lr, b1, b2, eps, weight_decay)
+    split = lambda t: ({k: v for k, v in t.items() if k == "blocks"}, {k: v for k, v in t.items() if k != "blocks"})
+
+    def init(params):
+        blocks, rest = split(params)
+        return {"step": jnp.zeros([], jnp.int32), "mu": _zeros(blocks), **{k: v for k, v in adam.init(rest).items()
+                                                                           if k != "step"}}
+
+    def update(grads, state, params):
+        (g, g_rest), t = split(_prepare(grads, clip_norm)), state["step"] + 1
+        mu = jax.tree.map(lambda m, g: muon_b1 * m + (1 - muon_b1) * g, state["mu"], g)
+        eta = _lr(muon_lr, state["step"])
+        u = jax.tree_util.tree_map_with_path(  # m̂ = m / (1 − β^t): a scalar, kept to match optax's eps
+            lambda path, m: -eta * orthogonalize(m / (1 - muon_b1 ** t), MUON_AXES.get(path[-1].key, (-2, -1))), mu)
+        u_rest, s = adam.update(g_rest, {"step": state["step"], "m": state["m"], "v": state["v"]}, split(params)[1])
+        return {**u, **u_rest}, {"step": t, "mu": mu, "m": s["m"], "v": s["v"]}
+    return Optimizer(init, update)
 
 
 def layer_blocks(params, layers="blocks", fused=("q", "k", "v")):
@@ -232,13 +300,19 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
 
 
 def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True,
-          adafactor_decay="fixed") -> Optimizer:
+          adafactor_decay="fixed", muon_lr=None, muon_b1=None) -> Optimizer:
     """Optimizer by name, for model.py's parameter tree. SGD uses b1 (0 = no momentum), not b2 or eps. eps is
     Adam's ε (None -> 1e-8); Adafactor takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g²
     far too high), and works per layer (layer_blocks) as the authors' does. relative_step=True (optax's
-    default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param)."""
+    default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param). Muon takes
+    muon_lr and muon_b1 for the blocks (None: DEFAULT_MUON_LR, DEFAULT_MUON_B1) and the rest for Adam."""
     if name == "sgd":
         return sgd(lr, b1, weight_decay, clip_norm)
+    if name == "signum":
+        return signum(lr, b1, weight_decay, clip_norm)
+    if name == "muon":
+        return muon(lr, DEFAULT_MUON_LR if muon_lr is None else muon_lr, DEFAULT_MUON_B1 if muon_b1 is None else muon_b1,
+                    b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
     if name == "adamw":
         return adamw(lr, b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
     if name == "adafactor":
@@ -248,9 +322,12 @@ def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, rela
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
 
 
-OPTIMIZERS = ("sgd", "adamw", "adafactor")
-DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3}  # GPT-2 small at batch 1 ("Training recipe")
-DEFAULT_B1 = {"sgd": 0.0, "adamw": 0.9, "adafactor": 0.0}  # the paper runs SGD and Adafactor without momentum
+OPTIMIZERS = ("sgd", "adamw", "adafactor", "muon", "signum")
+# GPT-2 small at batch 1 ("Training recipe"); Muon: its embeddings' Adam; signum: untuned, Adam's (a step of
+# ±LR per weight, like Adam's at long β2)
+DEFAULT_LR = {"sgd": 0.2, "adamw": 2.4e-3, "adafactor": 5e-3, "muon": 2.4e-3, "signum": 2.4e-3}
+DEFAULT_B1 = {"sgd": 0.0, "adamw": 0.9, "adafactor": 0.0, "muon": 0.9, "signum": 0.9}  # no momentum: as the paper runs them
+DEFAULT_MUON_LR, DEFAULT_MUON_B1 = 0.02, 0.95  # optax.contrib.muon's (Jordan et al.); the paper tunes both per batch size
 DEFAULT_T2 = 10_000_000  # tokens, when neither b2 nor t2 is given: the authors' tuned 30M value at every batch
 # size. β2 = 0.95 at every batch size is the setting the paper shows failing at batch 1 (GPT-2: 4.41 vs 3.39).
 SCHEDULES = {"cosine": lambda lr, n, warmup: warmup_cosine(lr, n, warmup), "constant": lambda lr, n, warmup: constant(lr)}
@@ -265,21 +342,31 @@ def hyperparams(cfg, tokens_per_step) -> dict:
     b1 = DEFAULT_B1[name] if cfg["b1"] is None and cfg["t1"] is None else cfg["b1"]
     t2 = DEFAULT_T2 if cfg["b2"] is None and cfg["t2"] is None else cfg["t2"]
     b1, b2 = resolve_betas(b1, cfg["b2"], cfg["t1"], t2, tokens_per_step)
-    return dict(lr=cfg["lr"] or DEFAULT_LR[name], b1=b1, b2=b2)
+    hp = dict(lr=cfg["lr"] or DEFAULT_LR[name], b1=b1, b2=b2)
+    if name == "muon":  # its own momentum, as a β or a half-life in tokens
+        if cfg["muon_b1"] is not None and cfg["muon_t1"] is not None:
+            raise ValueError(f"give muon_b1 or muon_t1, not both (got {cfg['muon_b1']}, {cfg['muon_t1']})")
+        b, t = cfg["muon_b1"], cfg["muon_t1"]
+        hp.update(muon_lr=cfg["muon_lr"] or DEFAULT_MUON_LR,
+                  muon_b1=half_life_to_beta(t, tokens_per_step) if t is not None else DEFAULT_MUON_B1 if b is None else b)
+    return hp
 
 
 def from_config(cfg, hp, n_steps):
     """(optimizer, LR schedule) of a run: cfg's optimizer / schedule / warmup / eps / weight_decay /
-    clip_norm / adafactor_decay with the resolved hyperparams hp over n_steps steps."""
+    clip_norm / adafactor_decay with the resolved hyperparams hp over n_steps steps (Muon's own peak LR on
+    the same schedule)."""
     sched = SCHEDULES[cfg["schedule"]](hp["lr"], n_steps, cfg["warmup"])
+    muon_lr = SCHEDULES[cfg["schedule"]](hp["muon_lr"], n_steps, cfg["warmup"]) if "muon_lr" in hp else None
     return build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"],
-                 adafactor_decay=cfg["adafactor_decay"]), sched
+                 adafactor_decay=cfg["adafactor_decay"], muon_lr=muon_lr, muon_b1=hp.get("muon_b1")), sched
 
 
 def state_bytes(name: str, params, b1: float = 0.0) -> int:
     """Bytes of fp32 optimizer state for this param tree, not counting the 4-byte step counter: SGD 0
-    (4·P with momentum), Adam 8·P, Adafactor 4·(R + C) per factored matrix. Leaves may be arrays or
-    jax.ShapeDtypeStruct; nothing is allocated (jax.eval_shape)."""
+    (4·P with momentum, as signum), Adam 8·P, Adafactor 4·(R + C) per factored matrix, Muon 4·P of the
+    blocks + Adam's 8·P of the embeddings. Leaves may be arrays or jax.ShapeDtypeStruct; nothing is
+    allocated (jax.eval_shape)."""
     state = jax.eval_shape(build(name, 0.0, b1, 0.9).init, params)
     return sum(x.size * x.dtype.itemsize for k, v in state.items() if k != "step" for x in jax.tree.leaves(v))
 

@@ -53,6 +53,8 @@ def derive(cfg, mcfg, n_data):
     except ValueError as e:
         fail(str(e))
     half_life = lambda b: optim.beta_to_half_life(b, B * T)
+    if "muon_b1" in hp:
+        hp["muon_t1"] = half_life(hp["muon_b1"])
     return dict(tokens_per_step=B * T, n_steps=n_steps, train_tokens=n_steps * B * T, **hp,
                 t1=half_life(hp["b1"]), t2=half_life(hp["b2"]), eval_batch_size=eval_B,
                 **{f"params_{k}": v for k, v in counts.items()}, flops_per_token=model.flops_per_token(mcfg))
@@ -206,7 +208,9 @@ def main(argv):
     for k, v in run.items():
         log(f"{k:>19} : {v:,}" if isinstance(v, int) else f"{k:>19} : {v:.6g}")
     log(f"optimizer {cfg['optimizer']}: lr {run['lr']:g}, b1 {run['b1']:.6g} (t1 {run['t1']:,.0f} tokens), "
-        f"b2 {run['b2']:.6g} (t2 {run['t2']:,.0f} tokens), {tokens_per_step} tokens/step")
+        f"b2 {run['b2']:.6g} (t2 {run['t2']:,.0f} tokens), {tokens_per_step} tokens/step" +
+        (f"; the blocks: muon_lr {run['muon_lr']:g}, muon_b1 {run['muon_b1']:.6g} (muon_t1 {run['muon_t1']:,.0f} "
+         "tokens), the embeddings: AdamW with the above" if "muon_lr" in run else ""))
 
     # -- the plan: abstract shapes first, nothing is allocated until we know it fits (dry_run stops here)
     key = jax.random.PRNGKey(cfg["seed"])

@@ -102,6 +102,9 @@ def test_token_id_not_below_vocab_size(tmp_path):  # found when the tokens are r
     (["--log_every=-1"], ["log_every=-1 must be >= 0"]),
     (["--keep_ckpts=0"], ["keep_ckpts=0 must be >= 1"]),
     (["--mesh_model=3"], ["mesh_model=3 does not divide the 1 devices"]),
+    (["--adafactor_decay=exp"], ["adafactor_decay='exp' must be one of"]),
+    (["--optimizer=muon", "--muon_b1=1.2"], ["muon_b1=1.2 must be in [0, 1)"]),
+    (["--optimizer=muon", "--muon_b1=0.9", "--muon_t1=1e3"], ["give muon_b1 or muon_t1, not both"]),
     (["--dry_run=True", "--plan_device=TPU v9", "--peak_flops=0"], ["plan_device='TPU v9' is not in the device table"]),
 ])
 def test_bad_values_fail_in_one_line_before_anything_is_printed(ds, tmp_path, argv, fragments):
