@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from config import fail
+from config import DEFAULTS, fail
 
 
 class CheckpointError(Exception):
@@ -190,7 +190,7 @@ def load(path, like, shardings=None):
 
 
 # ---------------------------------------------------------------- where a run starts: scratch, resume, or weights
-SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype")
+SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype", "tokenizer")
 # a resumed run continues the same optimization: same model, optimizer, and tokens per step
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
                             "warmup", "adafactor_decay")  # and muon_t1, through the resolved muon_b1
@@ -226,7 +226,8 @@ def start_point(cfg, run, log):
         except CheckpointError as e:
             fail(str(e))
         saved = meta.get("config", {})
-        diff = [f"{k} {saved.get(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if saved.get(k) != cfg[k]]
+        old = lambda k: saved.get(k, DEFAULTS[k])  # a key an older checkpoint lacks had its default
+        diff = [f"{k} {old(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if old(k) != cfg[k]]
         if diff:
             fail(f"init_from={path}: the checkpoint's model differs from the config's ({'; '.join(diff)})")
         if ckpts and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
@@ -240,7 +241,7 @@ def check_resume(cfg, run, meta, path, log):
     old, old_run = meta.get("config", {}), meta.get("run", {})
     if not {"metrics", "pending_losses", "data", "run"} <= set(meta):
         fail(f"cannot resume {path}: written by an older train.py; start from its weights with --init_from={path}")
-    diff = [f"{k} {old.get(k)!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k) != cfg[k]]
+    diff = [f"{k} {old.get(k, DEFAULTS[k])!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k, DEFAULTS[k]) != cfg[k]]
     diff += [f"{k} {old_run.get(k)!r} -> {run.get(k)!r}" for k in RESUME_RESOLVED if old_run.get(k) != run.get(k)]
     if diff:
         fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); "

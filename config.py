@@ -17,6 +17,7 @@ DEFAULTS = dict(
     out_dir="out/tiny",
     data="stdlib",  # a source name ('stdlib', 'fineweb-edu'), a dataset dir, text files, or .bin shards
     data_dir="data",  # where prepared token files live
+    tokenizer="gpt2",  # 'gpt2' (BPE, V 50257) | 'bytes' (UTF-8 bytes, V 256): data.TOKENIZERS
     init_from="scratch",  # 'scratch' | 'resume' (newest valid checkpoint in out_dir) | a checkpoint or run dir
     overwrite=False,  # start anew in an out_dir that holds another run's checkpoints (deletes them)
     allow_budget_change=False,  # resume with a different train_tokens (the cosine LR then follows the new length)
@@ -55,7 +56,7 @@ AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the si
             0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
-           "adafactor_decay": ("fixed", "power")}
+           "adafactor_decay": ("fixed", "power"), "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
 
 
 def fail(msg):

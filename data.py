@@ -9,6 +9,7 @@ Every document is preceded by <|endoftext|>.
     python data.py stdlib                             # -> data/stdlib/{tokens.u16, meta.json}
     python data.py fineweb-edu --max_tokens=700e6     # -> data/fineweb-edu-700000000/
     python data.py 'corpus/*.jsonl' --max_tokens=1e6
+    python data.py stdlib --tokenizer=bytes           # -> data/stdlib-bytes/: one token per byte (V 256)
 """
 import argparse, contextlib, functools, glob, importlib.resources, itertools, json, os, re, sysconfig
 from pathlib import Path
@@ -42,6 +43,48 @@ def gpt2_encoding() -> tiktoken.Encoding:
                                             vocab_bpe_hash=BPE_SHA256, encoder_json_hash=ENCODER_SHA256)
     return tiktoken.Encoding('gpt2', pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={'<|endoftext|>': EOT}, explicit_n_vocab=V_GPT2)
+
+
+class GPT2:
+    """GPT-2's BPE (V 50257), documents separated by <|endoftext|>."""
+    name, vocab_size, eot = 'gpt2', V_GPT2, EOT
+
+    def encode_batch(self, docs):  # "ordinary": text cannot make EOT
+        ids = gpt2_encoding().encode_ordinary_batch(docs, num_threads=os.cpu_count() or 1)  # on all cores
+        return [np.array(x, np.uint16) for x in ids]
+
+    def encode(self, text):
+        return gpt2_encoding().encode(text, allowed_special={'<|endoftext|>'})
+
+    def decode_bytes(self, ids):
+        return gpt2_encoding().decode_bytes([int(i) for i in ids])
+
+
+class Bytes:
+    """One token per UTF-8 byte (V 256): any text, nothing to download, and a model several times cheaper
+    than GPT-2's vocabulary makes it (whose output layer is most of a small model's cost). NUL (0), which
+    text does not contain (it is dropped from documents), separates documents."""
+    name, vocab_size, eot = 'bytes', 256, 0
+
+    def encode_batch(self, docs):
+        return [np.frombuffer(d.encode('utf-8', 'replace').replace(b'\0', b''), np.uint8).astype(np.uint16)
+                for d in docs]
+
+    def encode(self, text):
+        return list(text.encode('utf-8').replace(b'\0', b''))
+
+    def decode_bytes(self, ids):
+        return bytes(int(i) for i in ids if i != self.eot)
+
+
+TOKENIZERS = {t.name: t for t in (GPT2(), Bytes())}
+
+
+def bytes_per_token(tokens, tokenizer: str) -> float:
+    """UTF-8 bytes of text per token of `tokens` (uint16 [n], at most its first 1M): bits per byte =
+    loss / ln 2 / bytes_per_token, which compares models across tokenizers."""
+    t = np.asarray(tokens[:1_000_000])
+    return len(TOKENIZERS[tokenizer].decode_bytes(t[t != TOKENIZERS[tokenizer].eot])) / max(len(t), 1)
 
 
 def stdlib_files() -> list[Path]:
@@ -78,28 +121,30 @@ def documents(source: str):
         for b, fs in itertools.groupby(files, key=lambda f: BUILDERS[f.suffix]))
 
 
-def val_split(tokens: np.ndarray, val_tokens: int | None = None) -> int:
+def val_split(tokens: np.ndarray, val_tokens: int | None = None, eot: int = EOT) -> int:
     """Index where val starts: the last val_tokens tokens (default 5% of the stream, capped at 10M), moved
-    back to the start (EOT) of the document they cut if that lies within 2 * val_tokens of the end."""
+    back to the start (eot) of the document they cut if that lies within 2 * val_tokens of the end."""
     n = len(tokens)
     val = max(1, min(int(n * VAL_FRACTION), VAL_CAP)) if val_tokens is None else val_tokens
     if not 0 < val < n:
         raise ValueError(f'val_tokens={val} must be in (0, {n}) for a stream of {n} tokens')
     lo = max(1, n - 2 * val)  # keeps train non-empty and val at most 2 * val_tokens
-    starts = np.flatnonzero(tokens[lo:n - val + 1] == EOT)
+    starts = np.flatnonzero(tokens[lo:n - val + 1] == eot)
     return int(lo + starts[-1]) if len(starts) else n - val
 
 
 def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
-            val_tokens: int | None = None) -> str:
+            val_tokens: int | None = None, tokenizer: str = 'gpt2') -> str:
     """Tokenize `source` into <out_dir>/<name>/{tokens.u16, meta.json}; return that directory. max_tokens
     caps the whole stream (train + val; the last document is cut). Skipped if meta.json records the same
     request and the token file has the recorded size; meta.json is written last, so it marks completion."""
     local = source != 'stdlib' and source not in STREAMED
     base = (Path(source.rstrip('/')).stem or 'data') if local and not glob.has_magic(source) else source
-    d = Path(out_dir) / (re.sub(r'[^\w.-]+', '_', base).strip('_') + (f'-{max_tokens}' if max_tokens else ''))
-    where = sysconfig.get_paths()['stdlib'] if source == 'stdlib' else '' if source in STREAMED else os.path.abspath(source)
-    request = dict(source=source, path=where, max_tokens=max_tokens, val_tokens=val_tokens)
+    d = Path(out_dir) / (re.sub(r'[^\w.-]+', '_', base).strip('_') + (f'-{max_tokens}' if max_tokens else '') +
+                         ('' if tokenizer == 'gpt2' else f'-{tokenizer}'))
+    where = (sysconfig.get_paths()['stdlib'] if source == 'stdlib' else '' if source in STREAMED else
+             os.path.abspath(source))
+    request = dict(source=source, path=where, max_tokens=max_tokens, val_tokens=val_tokens, tokenizer=tokenizer)
     meta_path, tok_path = d / 'meta.json', d / 'tokens.u16'
     with contextlib.suppress(OSError, ValueError, KeyError):  # no / stale / broken meta: (re)prepare
         old = json.loads(meta_path.read_text())
@@ -108,24 +153,26 @@ def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
     docs = documents(source)  # missing files fail here, before anything is written
     d.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)
-    enc, stats = gpt2_encoding(), dict(token_count=0, documents=0, max_token_id=0)
+    tok, stats = TOKENIZERS[tokenizer], dict(token_count=0, documents=0, max_token_id=0)
+    sep = np.array([tok.eot], np.uint16)
 
-    def write_tokens(f):  # batches of 256 documents, encoded on all cores; "ordinary": text can't make EOT
+    def write_tokens(f):  # batches of 256 documents (GPT-2: encoded on all cores)
         with tqdm(total=max_tokens, unit='tok', unit_scale=True, desc=f'tokenizing {d.name}') as bar:
             while stats['token_count'] != max_tokens and (batch := list(itertools.islice(docs, 256))):
-                ids = enc.encode_ordinary_batch(batch, num_threads=os.cpu_count() or 1)
-                a = np.concatenate([np.array([EOT] + x, np.uint16) for x in ids])  # EOT before each doc
+                a = np.concatenate([x for ids in tok.encode_batch(batch) for x in (sep, ids)])  # EOT before each doc
                 a = a[:None if max_tokens is None else max_tokens - stats['token_count']]
                 f.write(a.tobytes())
                 stats.update(token_count=stats['token_count'] + len(a), documents=stats['documents'] +
-                             int((a == EOT).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
+                             int((a == tok.eot).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
                 bar.update(len(a))
     atomic_write(tok_path, write_tokens, 'wb')
     if not stats['token_count']:
         raise ValueError(f'{source!r}: no text to tokenize')
-    split = val_split(np.memmap(tok_path, np.uint16, 'r'), val_tokens)
-    meta = dict(tokenizer='gpt2', vocab_size=V_GPT2, eot=EOT, dtype='uint16', **stats,
-                train_tokens=split, val_tokens=stats['token_count'] - split, request=request)
+    tokens = np.memmap(tok_path, np.uint16, 'r')
+    split = val_split(tokens, val_tokens, tok.eot)
+    meta = dict(tokenizer=tok.name, vocab_size=tok.vocab_size, eot=tok.eot, dtype='uint16', **stats,
+                train_tokens=split, val_tokens=stats['token_count'] - split,
+                val_bytes_per_token=bytes_per_token(tokens[split:], tok.name), request=request)
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()), 'wb')
     return str(d)
 
@@ -139,7 +186,8 @@ def check(spec: str, data_dir: str = 'data'):
         raise FileNotFoundError(f'no .bin shards at {spec!r}')
     p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
     if (p / 'meta.json').exists() and not (p / 'tokens.u16').exists():
-        raise FileNotFoundError(f'{p}/tokens.u16: the token file is missing (meta.json is there); delete {p} and prepare again')
+        raise FileNotFoundError(f'{p}/tokens.u16: the token file is missing (meta.json is there); '
+                                f'delete {p} and prepare again')
     if not glob.glob(spec):
         raise FileNotFoundError(f'data={spec!r}: no such file, directory or glob')
 
@@ -179,9 +227,10 @@ def _load_shards(files: list[Path]):
                             max_token_id=max(int(train.max(initial=0)), int(val.max(initial=0))))
 
 
-def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2) -> TokenData:
-    """spec: 'stdlib' | 'fineweb' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into data_dir
-    if needed), a prepared dataset dir or its meta.json, or .bin shards (a path, glob or directory)."""
+def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2, tokenizer: str = 'gpt2') -> TokenData:
+    """spec: 'stdlib' | 'fineweb' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into
+    data_dir with `tokenizer` if needed), a prepared dataset dir or its meta.json, or .bin shards (a path, glob
+    or directory; GPT-2 tokens)."""
     p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
     shards = (sorted(p.glob('*.bin')) if p.is_dir() and not (p / 'meta.json').exists() else
               sorted(map(Path, glob.glob(spec))) if spec.endswith('.bin') else [])
@@ -190,7 +239,7 @@ def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2) -> TokenDa
     if shards:
         train, val, meta = _load_shards(shards)
     else:
-        p = p if (p / 'meta.json').exists() else Path(prepare(spec, data_dir))
+        p = p if (p / 'meta.json').exists() else Path(prepare(spec, data_dir, tokenizer=tokenizer))
         try:
             meta = json.loads((p / 'meta.json').read_text())
             count, split, _ = (int(meta[k]) for k in ('token_count', 'train_tokens', 'max_token_id'))
@@ -199,10 +248,13 @@ def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2) -> TokenDa
         if (size := (p / 'tokens.u16').stat().st_size) != 2 * count:  # missing file: FileNotFoundError
             raise ValueError(f'{p}/tokens.u16: truncated token file ({size} bytes; meta says {count} tokens)')
         train, val = np.split(np.memmap(p / 'tokens.u16', np.uint16, 'r', shape=(count,)), [split])
+    if meta.get('tokenizer', tokenizer) != tokenizer:
+        raise ValueError(f'{spec}: tokenized with {meta["tokenizer"]!r}, but the config says tokenizer={tokenizer!r}')
     if meta['max_token_id'] >= vocab_size:
         raise ValueError(f'{spec}: max token id {meta["max_token_id"]} >= vocab_size {vocab_size}')
     if not len(train) or not len(val):
         raise ValueError(f'{spec}: empty split (train {len(train)} tokens, val {len(val)} tokens)')
+    meta.setdefault('val_bytes_per_token', bytes_per_token(val, tokenizer))
     return TokenData(train, val, meta, vocab_size)
 
 
@@ -246,11 +298,12 @@ def eval_batches(tokens, batch_size: int, seq_len: int, max_tokens: int | None =
 
 
 def main():
-    ap = argparse.ArgumentParser(description='Tokenize a source with GPT-2 BPE into <out_dir>/<name>/.')
+    ap = argparse.ArgumentParser(description='Tokenize a source (GPT-2 BPE or bytes) into <out_dir>/<name>/.')
     ap.add_argument('source', help="'stdlib' | 'fineweb' | 'fineweb-edu' | local .txt/.jsonl/.parquet path, dir or glob")
     ap.add_argument('--out_dir', default='data')
     ap.add_argument('--max_tokens', type=lambda s: int(float(s)), help='cap on train + val tokens (1e6 ok)')
     ap.add_argument('--val_tokens', type=lambda s: int(float(s)), help='default: 5%%, at most 10M')
+    ap.add_argument('--tokenizer', default='gpt2', choices=list(TOKENIZERS), help='GPT-2 BPE or UTF-8 bytes')
     d = prepare(**vars(ap.parse_args()))
     print(d, (Path(d) / 'meta.json').read_text(), sep='\n')
 

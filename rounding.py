@@ -25,7 +25,7 @@ def noise16(key, shape):
     """Uniform integers in [0, 2^16) (uint32), one per element: a counter-based hash of its index.
 
     Not jax.random.bits: threefry costs ~16 ns a value on a CPU core (stochastic rounding was 2.2× slower
-    per step than nearest on configs/tiny.py); this is a few integer ops XLA fuses into the update.
+    per step than nearest on configs/tiny_gpt2.py); this is a few integer ops XLA fuses into the update.
     SplitMix-style: _mix(index in row · golden ratio + k0), xored with the row index (leading axis, so no
     64-bit counter is needed) stepped and offset by k1, through _mix again; keep the top 16 bits. k0, k1
     come from threefry, so the noise differs per (seed, step, leaf), and it is the same on every mesh."""

@@ -53,7 +53,7 @@ def load_run(out_dir):
         trees, meta = checkpoint.load(ckpt, like)
     except checkpoint.CheckpointError as e:
         fail(str(e))
-    return mcfg, trees["params"], meta
+    return cfg, mcfg, trees["params"], meta
 
 
 def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, num_samples=1):
@@ -91,11 +91,11 @@ def main(argv):
     if a.prompt.startswith("@") and not os.path.isfile(a.prompt[1:]):
         fail(f"prompt file '{a.prompt[1:]}' not found")
     prompt = open(a.prompt[1:]).read() if a.prompt.startswith("@") else a.prompt
-    mcfg, params, meta = load_run(a.out_dir)
+    cfg, mcfg, params, meta = load_run(a.out_dir)
     if a.top_k > mcfg.vocab_size:
         fail(f"top_k={a.top_k} is more than the model's vocab_size={mcfg.vocab_size}")
-    enc = data.gpt2_encoding()
-    ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [data.EOT]
+    tok = data.TOKENIZERS[cfg.get("tokenizer", "gpt2")]
+    ids = tok.encode(prompt) or [tok.eot]
     print(f"# {a.out_dir} step {meta['step']}, {a.num_samples} sample(s), temperature {a.temperature}, top_k {a.top_k}",
           file=sys.stderr)
     outs = [[] for _ in range(a.num_samples)]
@@ -107,13 +107,13 @@ def main(argv):
         for o, t in zip(outs, nxt):
             o.append(int(t))
         if a.num_samples == 1:  # stream the single sample token by token
-            sys.stdout.write(decoder.decode(enc.decode_single_token_bytes(outs[0][-1])))
+            sys.stdout.write(decoder.decode(tok.decode_bytes(outs[0][-1:])))
             sys.stdout.flush()
     if a.num_samples == 1:
         print(decoder.decode(b"", final=True))
     else:
         for i, o in enumerate(outs):
-            print(f"\n---------- sample {i}\n{prompt}{enc.decode(o)}")
+            print(f"\n---------- sample {i}\n{prompt}{tok.decode_bytes(o).decode('utf-8', 'replace')}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ def param_count(d_model, n_layers, params="active", vocab=V):
     return {"nonembed": nonembed, "active": nonembed + vocab * d_model, "total": nonembed + 2 * vocab * d_model}[params]
 
 
-def isoflop(budgets, widths, aspect=64, head_dim=64, params="active", config="configs/tiny.py", out="out/sweep",
+def isoflop(budgets, widths, aspect=64, head_dim=64, params="active", config="configs/tiny_gpt2.py", out="out/sweep",
             vocab=V, seq_len=128, flops_per_s=1e11, extra=()):
     """IsoFLOP profiles: every width (depth L = D/aspect) at every budget C, with tokens = C/(6·N); extra
-    "key=value" settings go to every run. The time estimate's 1e11 FLOP/s is configs/tiny.py's on 2 idle cores."""
+    "key=value" settings go to every run. The time estimate's 1e11 FLOP/s is configs/tiny_gpt2.py's on 2 idle cores."""
     if bad := [d for d in widths if d % min(head_dim, d)]:  # a width below head_dim is one head of that width
         raise ValueError(f"width {bad[0]} is not a multiple of head_dim={head_dim}")
     rest = "".join(f" --{kv}" for kv in extra)
@@ -45,7 +45,7 @@ def main(argv=None):
     s.add_argument("--aspect", type=int, default=64, help="depth rule: n_layers = d_model / aspect")
     s.add_argument("--head_dim", type=int, default=64, help="a narrower width gets one head of its width")
     s.add_argument("--params", default="active", choices=COUNTS)
-    s.add_argument("--config", default="configs/tiny.py"), s.add_argument("--out", default="out/sweep")
+    s.add_argument("--config", default="configs/tiny_gpt2.py"), s.add_argument("--out", default="out/sweep")
     s.add_argument("--seq_len", type=int, default=128, help="for the time estimate only")
     s.add_argument("--flops_per_s", type=float, default=1e11, help="for the time estimate only")
     s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="train.py settings for every run")

@@ -65,7 +65,9 @@ def load_data(cfg):
     wait, then they read the same files. A streamed source is cut at what the run will read."""
     spec, d = cfg["data"], cfg["data_dir"]
     cap = int(cfg["train_tokens"] * 1.05) + cfg["eval_tokens"] if spec in data.STREAMED else None  # +5% held out
-    load = lambda: data.load(data.prepare(spec, d, max_tokens=cap) if cap else spec, d, cfg["vocab_size"])
+    tok = cfg["tokenizer"]
+    source = lambda: data.prepare(spec, d, max_tokens=cap, tokenizer=tok) if cap else spec
+    load = lambda: data.load(source(), d, cfg["vocab_size"], tok)
     try:
         tdata = load() if jax.process_index() == 0 else None
         if jax.process_count() > 1:
@@ -107,7 +109,8 @@ class Meter:
         if self.step_last == self.step0 and done < n_steps:
             self.skipped = True  # the warm-up window
         else:
-            self.seconds, self.tokens, self.peak_seconds = self.seconds + dt, self.tokens + tokens, self.peak_seconds + dt * peak
+            self.seconds, self.tokens = self.seconds + dt, self.tokens + tokens
+            self.peak_seconds += dt * peak
         self.t_last, self.step_last = time.perf_counter(), done
         return dict(tokens_per_s=tokens / dt, mfu=tokens / dt * self.flops_per_token / (peak * jax.device_count()),
                     peak_flops=peak)
@@ -306,8 +309,9 @@ def main(argv):
         if (eval_every and done % eval_every == 0) or done == n_steps:
             with meter.paused(params):
                 val = evaluate(eval_loss, params, tdata.val, cfg, run["eval_batch_size"], shard["batch"])
-            history.append(dict(step=done, tokens=done * tokens_per_step, val_loss=val))
-            bar.write(f"step {done}: val loss {val:.4f}") if master else None
+            bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
+            history.append(dict(step=done, tokens=done * tokens_per_step, val_loss=val, val_bpb=bpb))
+            bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
         if master and history and history[-1]["step"] == done:  # this step's lines, appended
             with open(metrics_path, "a") as f:
                 f.writelines(json.dumps(m) + "\n" for m in history if m["step"] == done)

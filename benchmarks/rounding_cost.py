@@ -1,6 +1,6 @@
 """What stochastic rounding costs: time of one bf16 train step with stochastic vs round-to-nearest rounding.
 
-Both steps come from step.make_train_step for the same config (default configs/tiny.py), plus the fp32 step
+Both steps come from step.make_train_step for the same config (default configs/tiny_gpt2.py), plus the fp32 step
 for reference. They run on the same random batch, in alternating timed chunks of --chunk steps (each ended
 by block_until_ready, compilation and warm-up excluded), so machine-load drift hits all of them alike.
 Prints each variant's median seconds per step and the ratio stochastic / nearest.
@@ -49,7 +49,7 @@ def main(argv):
     for a in [a for a in argv if a.split("=")[0][2:] in own]:
         own[a.split("=")[0][2:]] = int(a.split("=", 1)[1])
         argv.remove(a)
-    cfg = config.parse(argv)
+    cfg = config.parse(argv, default_file="configs/tiny_gpt2.py")
     if cfg["grad_accum"] != 1:
         config.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
     runs = {name: list(build(cfg, *v)) for name, v in VARIANTS.items()}  # name -> [step, params, state, batch sharding]

@@ -296,3 +296,31 @@ def test_cli_prepares_and_prints_meta(corpus, tmp_path, monkeypatch, capsys):
     data.main()
     out = capsys.readouterr().out
     assert '"token_count": 10' in out and str(tmp_path / 'b-10') in out
+
+
+# ----------------------------------------------------------------------------- the byte tokenizer, bits per byte
+def test_byte_tokenizer_is_utf8_and_round_trips():
+    tok = data.TOKENIZERS['bytes']
+    for s in STRINGS:
+        assert tok.encode(s) == list(s.encode('utf-8'))  # the reference: Python's own UTF-8 codec
+        assert tok.decode_bytes(tok.encode(s)).decode('utf-8') == s
+        np.testing.assert_array_equal(tok.encode_batch([s])[0], np.frombuffer(s.encode('utf-8'), np.uint8))
+    assert tok.encode('a\0b') == [97, 98]  # NUL is the document separator: never part of a document
+
+
+def test_prepare_with_bytes_and_bits_per_byte(corpus, tmp_path):
+    docs = [d for f in sorted(DOCS) for d in DOCS[f]]
+    d = data.prepare(str(corpus), str(tmp_path / 'out'), val_tokens=40, tokenizer='bytes')
+    assert d.endswith('corpus-bytes')
+    td = data.load(d, vocab_size=256, tokenizer='bytes')
+    want = np.concatenate([np.frombuffer(b'\0' + s.encode('utf-8'), np.uint8) for s in docs]).astype(np.uint16)
+    np.testing.assert_array_equal(np.concatenate([td.train, td.val]), want)
+    assert td.meta['vocab_size'] == 256 and td.meta['documents'] == len(docs)
+    val = np.asarray(td.val)
+    assert td.meta['val_bytes_per_token'] == pytest.approx(np.count_nonzero(val) / len(val), rel=1e-12)
+    with pytest.raises(ValueError, match="tokenized with 'bytes', but the config says tokenizer='gpt2'"):
+        data.load(d, vocab_size=256, tokenizer='gpt2')
+    # GPT-2: bytes per token from tiktoken's own decoding of the val split (the reference)
+    g = data.load(data.prepare(str(corpus), str(tmp_path / 'out'), val_tokens=40))
+    text = data.gpt2_encoding().decode_bytes([int(t) for t in g.val if t != data.EOT])
+    assert g.meta['val_bytes_per_token'] == pytest.approx(len(text) / len(g.val), rel=1e-12)

@@ -14,7 +14,7 @@ def parse(cmd):
 
 def test_isoflop_commands_form_isoflop_profiles():
     cmds = sweep.isoflop([1e14], [128])
-    assert cmds[0].startswith("python train.py configs/tiny.py --d_model=128 --n_layers=2 --head_dim=64 "
+    assert cmds[0].startswith("python train.py configs/tiny_gpt2.py --d_model=128 --n_layers=2 --head_dim=64 "
                               "--train_tokens=2441605 --out_dir=out/sweep/C1e14_D128_L2")
     budgets = [1e13, 3e13, 1e14]
     for cmd in sweep.isoflop(budgets, [64, 128, 192, 256, 384]):

@@ -1,6 +1,7 @@
-"""End to end: the README's commands. train.py on the default tiny config (stdlib corpus) with each
-optimizer at batch size 1, then sample.py on the result."""
+"""End to end: the README's commands. train.py on the GPT-2-token tiny config (stdlib corpus) with each
+optimizer at batch size 1, then sample.py on the result; the default byte-level config and its sample."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def data_dir(tmp_path_factory):
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0), ("adafactor", 0.03), ("adamw", 0), ("muon", 0)])
 def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, data_dir, tmp_path):
     out = tmp_path / optimizer
-    r = run(["train.py", "configs/tiny.py", f"--optimizer={optimizer}", "--batch_size=1", f"--lr={lr}",
+    r = run(["train.py", "configs/tiny_gpt2.py", f"--optimizer={optimizer}", "--batch_size=1", f"--lr={lr}",
              "--train_tokens=16384", "--eval_tokens=4096", "--eval_every=8192", "--log_every=4096",
              f"--data_dir={data_dir}", f"--out_dir={out}"])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -49,6 +50,23 @@ def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, d
         s = run(["sample.py", f"--out_dir={out}", "--prompt=import os\n", "--max_new_tokens=20", "--seed=1"])
         assert s.returncode == 0, s.stderr[-2000:]
         assert s.stdout.startswith("import os\n") and len(s.stdout) > len("import os\n") + 10
+
+
+def test_default_byte_config_trains_logs_bits_per_byte_and_samples_text(data_dir, tmp_path):
+    """The default config (configs/tiny.py: UTF-8 bytes, V 256) on a short budget: val loss in nats per
+    byte falls from ln 256 + 1/2, bits per byte = nats / ln 2 (1 byte per token, but for document
+    separators), and sample.py decodes the byte tokens back to text after the prompt."""
+    out = tmp_path / "bytes"
+    r = run(["train.py", "--train_tokens=16384", "--eval_tokens=4096", "--eval_every=8192", "--log_every=4096",
+             f"--data_dir={data_dir}", f"--out_dir={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    val = [m for m in map(json.loads, open(out / "metrics.jsonl")) if "val_loss" in m]
+    assert len(val) == 2 and val[-1]["val_loss"] < val[0]["val_loss"] < 6.05
+    for m in val:  # the stdlib's val split: one separator per document, ~1 in 16k bytes
+        assert m["val_bpb"] == pytest.approx(m["val_loss"] / math.log(2), rel=2e-3)
+    s = run(["sample.py", f"--out_dir={out}", "--prompt=def f(x):", "--max_new_tokens=40", "--seed=1"])
+    assert s.returncode == 0, s.stderr[-2000:]
+    assert s.stdout.startswith("def f(x):") and 9 < len(s.stdout) <= 9 + 40 + 1  # 40 bytes: at most 40 characters
 
 
 def test_cpu_mfu_is_against_the_peak_probed_around_each_log_window(tmp_path, monkeypatch, capsys):
