@@ -33,6 +33,7 @@ DEFAULTS = dict(
     # one sequence keep activations in cache: the 30M model at batch size 4 runs 15% faster as 4 x 1)
     eval_batch_size=0,  # 0: the micro-batch size, at least 8 (eval needs no gradients, so larger is cheap)
     eval_tokens=1_000_000, eval_every=10_000_000, log_every=1_000_000, ckpt_every=0, keep_ckpts=2,
+    noise_every=0,  # measure the gradient noise scale every this many tokens (noise_scale.py); 0: off, no cost
     # optimizer (optim.from_config): give each beta or its half-life t in tokens, not both; None: the default
     optimizer="adamw", lr=0.0,  # lr 0: the optimizer's default for batch size 1 (optim.DEFAULT_LR)
     b1=None, b2=None, t1=None, t2=None, eps=1e-8, weight_decay=0.0, clip_norm=0.0,
@@ -53,7 +54,8 @@ DEFAULTS = dict(
 )
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the sizes: model.Config checks them
-            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "lr", "muon_lr", "eps",
+            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
+                "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
            "adafactor_decay": ("fixed", "power"), "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import model
+import noise_scale
 import optim
 import rounding
 import sharding
@@ -49,3 +50,13 @@ def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None):
 
 def make_eval_loss(mcfg, shard):
     return jax.jit(loss_fn(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
+
+
+def make_noise_norms(mcfg, shard):
+    """(params, batch [2b, T]) -> the squared gradient norms at batch sizes b and 2b (noise_scale.py), with
+    the run's sharding: the batch is split over 'data' like a training batch, nothing is updated."""
+    loss = loss_fn(mcfg, shard)
+
+    def norms(params, batch):
+        return noise_scale.grad_norms(loss, params, batch.reshape(2, -1, batch.shape[-1]))  # [2, b, T]
+    return jax.jit(norms, in_shardings=(shard["params"], shard["batch"]))

@@ -25,6 +25,7 @@ import config
 import data
 import kernels
 import model
+import noise_scale
 import optim
 import plan
 import sharding
@@ -48,6 +49,10 @@ def derive(cfg, mcfg, n_data):
     eval_B = cfg["eval_batch_size"] or math.ceil(max(8, B // A) / n_data) * n_data
     if eval_B % n_data:
         fail(f"eval_batch_size={eval_B} must be divisible by the {n_data}-way data axis of the mesh")
+    noise_b = max(1, B // 2)  # the noise scale's two batch sizes: b and 2b sequences of their own draw
+    if cfg["noise_every"] and noise_b % n_data:
+        fail(f"noise_every: its half batch max(1, batch_size // 2) = {noise_b} must be divisible by the {n_data}-way "
+             "data axis of the mesh")
     try:
         hp = optim.hyperparams(cfg, B * T)
     except ValueError as e:
@@ -56,7 +61,7 @@ def derive(cfg, mcfg, n_data):
     if "muon_b1" in hp:
         hp["muon_t1"] = half_life(hp["muon_b1"])
     return dict(tokens_per_step=B * T, n_steps=n_steps, train_tokens=n_steps * B * T, **hp,
-                t1=half_life(hp["b1"]), t2=half_life(hp["b2"]), eval_batch_size=eval_B,
+                t1=half_life(hp["b1"]), t2=half_life(hp["b2"]), eval_batch_size=eval_B, noise_batch=noise_b,
                 **{f"params_{k}": v for k, v in counts.items()}, flops_per_token=model.flops_per_token(mcfg))
 
 
@@ -163,7 +168,7 @@ def check_finite(losses, done, out_dir):
 _all_finite = jax.jit(lambda t: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(t)])))
 
 
-def save(cfg, run, done, trees, history, pending, n_train):
+def save(cfg, run, done, trees, history, pending, n_train, noise):
     """Checkpoint after step `done`: the weights and optimizer state, and what an exact resume needs
     (the metrics so far, the losses of the half-done log window, the data and random state)."""
     losses = np.asarray(jax.device_get(pending), np.float32)
@@ -175,7 +180,7 @@ def save(cfg, run, done, trees, history, pending, n_train):
     meta = dict(tokens=done * run["tokens_per_step"], config=cfg, run=run, metrics=history,
                 pending_losses=losses.tolist(), rng=dict(seed=cfg["seed"], step=done),
                 data=dict(spec=cfg["data"], train_tokens=n_train, seed=cfg["seed"], next_step=done),
-                code_version=checkpoint.code_version())
+                noise=vars(noise), code_version=checkpoint.code_version())
     try:
         checkpoint.save(cfg["out_dir"], done, trees, meta, cfg["keep_ckpts"])
     except OSError as e:
@@ -273,6 +278,7 @@ def main(argv):
     t0 = time.perf_counter()
     train_step = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
     eval_loss = steps.make_eval_loss(mcfg, shard)
+    noise_norms = steps.make_noise_norms(mcfg, shard) if cfg["noise_every"] else None
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
 
     # -- the training loop
@@ -280,6 +286,10 @@ def main(argv):
     get = lambda s: sharding.global_batch(data.get_batch(tdata.train, B, T, cfg["seed"], s, *share), shard["batch"], B)
     every = lambda n: max(1, n // tokens_per_step) if n else 0  # token interval -> steps
     log_every, eval_every, ckpt_every = every(cfg["log_every"]), every(cfg["eval_every"]), every(cfg["ckpt_every"])
+    noise_every, nb = every(cfg["noise_every"]), run["noise_batch"]
+    noise = noise_scale.NoiseScale()
+    if resume:  # the EMAs of |G|² and tr(Σ) continue where the checkpoint left them
+        vars(noise).update(meta.get("noise", {}))
     if step0 >= n_steps:
         log(f"{start} already ends the run ({n_steps:,} steps); nothing to train")
     interrupt = Interrupt()
@@ -312,14 +322,24 @@ def main(argv):
             bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
             history.append(dict(step=done, tokens=done * tokens_per_step, val_loss=val, val_bpb=bpb))
             bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
+        # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
+        if noise_every and done % noise_every == 0:
+            with meter.paused(params):
+                x = data.get_batch(tdata.train, 2 * nb, T, cfg["seed"] + noise_scale.SEED, done,
+                                   *sharding.data_share(shard["batch"], 2 * nb))
+                small, big = map(float, noise_norms(params, sharding.global_batch(x, shard["batch"], 2 * nb)))
+                G2, S = noise_scale.estimate(small, big, nb, 2 * nb)
+                b_simple = noise.update(G2, S)
+            history.append(dict(step=done, tokens=done * tokens_per_step, grad_sq_small=small, grad_sq_big=big,
+                                noise_G2=G2, noise_trS=S, b_simple=b_simple, b_simple_tokens=b_simple * T))
         if master and history and history[-1]["step"] == done:  # this step's lines, appended
             with open(metrics_path, "a") as f:
                 f.writelines(json.dumps(m) + "\n" for m in history if m["step"] == done)
-        # 5. checkpoint at its interval, at the end, or when asked to stop; 6. stop
+        # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
         halt = interrupt.agreed(done, log_every)
         if (ckpt_every and done % ckpt_every == 0) or done == n_steps or halt:
             with meter.paused(params):
-                save(cfg, run, done, {"params": params, "opt": opt_state}, history, pending, len(tdata.train))
+                save(cfg, run, done, {"params": params, "opt": opt_state}, history, pending, len(tdata.train), noise)
         if halt:
             log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; "
                 "resume with --init_from=resume")
@@ -327,6 +347,8 @@ def main(argv):
     bar.close()
     if summary := meter.summary():
         log(summary)
+    if noise.n:
+        log(noise_scale.advice(noise.S / noise.G2 if noise.G2 > 0 else float("inf"), B, T))
     return dict(run, config=cfg)
 
 

@@ -77,9 +77,12 @@ def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+EXACT = ("train_loss", "val_loss", "b_simple")  # b_simple: the noise scale's EMAs must resume too
+
+
 def losses(out):
-    """(step, kind, value, lr) of every logged loss: the fields an exact resume must reproduce bit for bit."""
-    return [(m["step"], k, m[k], m.get("lr")) for m in metrics(out) for k in ("train_loss", "val_loss") if k in m]
+    """(step, kind, value, lr) of every logged loss (and noise scale): what an exact resume reproduces bit for bit."""
+    return [(m["step"], k, m[k], m.get("lr")) for m in metrics(out) for k in EXACT if k in m]
 
 
 def arrays(ckpt):
@@ -101,8 +104,9 @@ def assert_same_run(ref, out):
 def test_sigkill_then_resume_is_bitwise_exact(work, dtype, corrupt):
     """SIGKILL at a random step after a checkpoint, resume: same losses, same final params and optimizer
     state, bit for bit, in fp32 and in bf16 with stochastic rounding (its noise is keyed by (seed, step)).
-    The bf16 case also truncates the newest checkpoint first: resume falls back to the one before."""
-    kw = dict(param_dtype=dtype, rounding="stochastic")
+    The bf16 case also truncates the newest checkpoint first: resume falls back to the one before, and
+    measures the gradient noise scale every 16 steps (its EMAs are in the checkpoint)."""
+    kw = dict(param_dtype=dtype, rounding="stochastic", **({"noise_every": 16 * T} if corrupt else {}))
     ref, out = work / f"ref_{dtype}", work / f"kill_{dtype}"
     ok(train(work, args(work, ref.name, **kw)))
     kill_at = int(np.random.default_rng(len(dtype)).integers(2 * CKPT + 5, STEPS - 5))  # 284 (fp32), 241 (bf16)
@@ -120,6 +124,7 @@ def test_sigkill_then_resume_is_bitwise_exact(work, dtype, corrupt):
     assert f"resuming from {out / f'ckpt_{resumed:09d}'} (step {resumed})" in p.stdout
     assert ("warning: skipping" in p.stdout) == corrupt
     assert_same_run(ref, out)
+    assert corrupt == any("b_simple" in m for m in metrics(out))
     meta = checkpoint.read_meta(out / f"ckpt_{STEPS:09d}")
     assert meta["step"] == STEPS and meta["tokens"] == STEPS * T and meta["data"]["next_step"] == STEPS
     assert meta["config"]["param_dtype"] == dtype and meta["metrics"] == metrics(out)
