@@ -325,13 +325,15 @@ def main(argv):
         # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
         if noise_every and done % noise_every == 0:
             with meter.paused(params):
+                t0 = time.perf_counter()
                 x = data.get_batch(tdata.train, 2 * nb, T, cfg["seed"] + noise_scale.SEED, done,
                                    *sharding.data_share(shard["batch"], 2 * nb))
                 small, big = map(float, noise_norms(params, sharding.global_batch(x, shard["batch"], 2 * nb)))
                 G2, S = noise_scale.estimate(small, big, nb, 2 * nb)
                 b_simple = noise.update(G2, S)
             history.append(dict(step=done, tokens=done * tokens_per_step, grad_sq_small=small, grad_sq_big=big,
-                                noise_G2=G2, noise_trS=S, b_simple=b_simple, b_simple_tokens=b_simple * T))
+                                noise_G2=G2, noise_trS=S, b_simple=b_simple, b_simple_tokens=b_simple * T,
+                                noise_seconds=time.perf_counter() - t0))  # its cost (not counted as training)
         if master and history and history[-1]["step"] == done:  # this step's lines, appended
             with open(metrics_path, "a") as f:
                 f.writelines(json.dumps(m) + "\n" for m in history if m["step"] == done)

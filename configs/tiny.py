@@ -13,6 +13,7 @@ d_model = 192
 n_layers = 4
 head_dim = 64
 seq_len = 256
+unroll = True  # 4 layers unrolled: 1.2x the tokens/s of the scan on 2 cores (5,979 vs 4,895, one run each)
 batch_size = 1
 train_tokens = 1_200_000
 eval_tokens = 32_768
