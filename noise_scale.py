@@ -79,7 +79,7 @@ def plot(run_dir, out=None):
     ax.plot([m["tokens"] for m in rows], [m["b_simple"] for m in rows], marker=".")
     ax.axhline(cfg["batch_size"], color="k", ls="--", lw=0.8, label=f"batch size used ({cfg['batch_size']})")
     ax.set(xlabel="tokens trained", ylabel="B_simple (sequences of %d tokens)" % cfg["seq_len"], yscale="log",
-           title=f"gradient noise scale, {os.path.basename(os.path.normpath(run_dir))}")
+           title=f"gradient noise scale, {cfg.get('config_file', run_dir)}, batch size {cfg['batch_size']}")
     ax.legend()
     fig.tight_layout()
     out = out or os.path.join(run_dir, "noise_scale.png")
