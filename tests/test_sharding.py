@@ -37,7 +37,7 @@ def args(work, out, **kw):
     cfg = dict(out_dir=str(Path(work) / out), data=str(Path(work) / "ds"), d_model=64, n_layers=2, head_dim=16,
                seq_len=T, vocab_size=V, batch_size=B, train_tokens=STEPS * B * T, log_every=B * T, eval_every=10**9,
                eval_tokens=B * T, optimizer="adamw", lr=3e-3, b1=0.9, b2=0.99, t2=None, schedule="constant",
-               peak_flops=1e12, seed=0)
+               peak_flops=1e12, seed=0, tokenizer="gpt2", unroll=False)  # not the default config's byte model
     cfg.update(kw)
     return [f"--{k}={v}" for k, v in cfg.items()]
 
@@ -46,6 +46,15 @@ def losses(out):
     """Train loss of every step, then the final val loss."""
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return [r["train_loss"] for r in rows if "train_loss" in r] + [r["val_loss"] for r in rows if "val_loss" in r]
+
+
+NOISE = {2: dict(noise_every=2 * B * T)}  # the (4, 2) mesh and the 1-device reference measure the noise scale
+
+
+def noise(out):
+    """(|g_4|², |g_8|²) of every noise-scale measurement (noise_scale.py: halves of 4, their mean of 8)."""
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return [(r["grad_sq_small"], r["grad_sq_big"]) for r in rows if "b_simple" in r]
 
 
 def arrays(ckpt):
@@ -122,8 +131,9 @@ def meshes(work):
     assert jax.device_count() == 8, jax.devices()
     out = {"losses": {}, "shardings": {}}
     for m in MESHES:  # (2, 4) with 2 micro-batches of 4: accumulation on a mesh, against the plain batch of 8
-        train.main(args(work, f"m{m}", mesh_model=m, grad_accum=ACCUM[m]))
+        train.main(args(work, f"m{m}", mesh_model=m, grad_accum=ACCUM[m], **NOISE.get(m, {})))
         out["losses"][f"fp32 m{m}"] = losses(Path(work) / f"m{m}")
+    out["noise"] = noise(Path(work) / "m2")
     train.main(args(work, "bf16_m2", mesh_model=2, param_dtype="bfloat16", rounding="stochastic"))
     out["losses"]["bf16 m2"] = losses(Path(work) / "bf16_m2")
     plan = train.main(args(work, "dry", mesh_model=2, dry_run=True))["plan"]  # compiles for the real (4, 2) mesh
@@ -168,9 +178,10 @@ def work(tmp_path_factory):
 def single(work):
     """The same runs on one CPU device."""
     import train
-    for out, kw in (("ref", {}), ("bf16_ref", dict(param_dtype="bfloat16", rounding="stochastic"))):
+    for out, kw in (("ref", NOISE[2]), ("bf16_ref", dict(param_dtype="bfloat16", rounding="stochastic"))):
         train.main(args(work, out, **kw))
-    print("RESULT " + json.dumps({k: losses(Path(work) / k) for k in ("ref", "bf16_ref")}))
+    print("RESULT " + json.dumps({**{k: losses(Path(work) / k) for k in ("ref", "bf16_ref")},
+                                  "noise": noise(Path(work) / "ref")}))
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +211,23 @@ def single_runs(runs):
 @pytest.mark.parametrize("m", list(MESHES))
 def test_every_mesh_trains_like_one_device(sharded, single_runs, m):
     # fp32: a sharded matmul sums its partial products in another order, a few ulp (~1e-7 relative) per
-    # step; 10 Adam steps leave the losses (~5.5) within 1e-5 (measured: 3e-6). On (2, 4) the batch of 8
+    # step; 10 Adam steps leave the losses (~5.5) within 5e-5 (measured: 3e-6 with the earlier init, 1.5e-5
+    # with the authors': logits start at std 1, not 0.12, so early steps are steeper). On (2, 4) the batch of 8
     # goes as 2 micro-batches of 4 (mean of equal-size means = the mean), so accumulation is checked too.
     got, ref = sharded["losses"][f"fp32 m{m}"], single_runs["ref"]
     assert len(got) == len(ref) == STEPS + 1
-    assert np.max(np.abs(np.array(got) - ref)) <= 1e-5, (got, ref)
+    assert np.max(np.abs(np.array(got) - ref)) <= 5e-5, (got, ref)
     assert ref[-2] < ref[0] - 0.3  # and it does learn: the synthetic stream is predictable
+
+
+def test_noise_scale_on_a_mesh_equals_one_device(sharded, single_runs):
+    """The gradient noise scale's squared norms on the (4, 2) mesh (each device sums the squares of its
+    shards, only scalars cross devices) equal the 1-device run's: the same draws, the same weights. Both
+    are sums over 200k squared gradient entries in another order: fp32 agreement to ~1e-5."""
+    got, ref = np.array(sharded["noise"]), np.array(single_runs["noise"])
+    assert got.shape == ref.shape == (STEPS // 2, 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+    assert ref[:, 0].mean() > ref[:, 1].mean()  # E|g_4|² > E|g_8|²: the larger batch's gradient is less noisy
 
 
 def test_bf16_stochastic_rounding_on_a_mesh(sharded, single_runs):
@@ -280,13 +302,14 @@ def test_two_processes_train_like_one(work, sharded, m):
     # The same partitioned program, but gloo sums across processes in its own order: the losses differ by
     # an ulp (measured 5e-7). So do the weights, and Adam's m / sqrt(v) turns an ulp of a near-cancelling
     # gradient into a visible step for a handful of weights (measured: 2 of 32768 off by 4e-5); every
-    # array stays within 1e-5 in relative L2 norm (measured 5e-6).
+    # array stays within 5e-5 in relative L2 norm (measured 5e-6 with the earlier init, 1.5e-5 with the
+    # authors': larger initial logits and gradients).
     got, ref = losses(work / out), sharded["losses"][f"fp32 m{m}"]
-    assert np.max(np.abs(np.array(got) - ref)) <= 1e-5, (got, ref)
+    assert np.max(np.abs(np.array(got) - ref)) <= 5e-5, (got, ref)
     a, b = arrays(work / out / f"ckpt_{STEPS:09d}"), arrays(work / f"m{m}" / f"ckpt_{STEPS:09d}")
     assert a.keys() == b.keys() and len(a) == 1 + 3 * 8  # Adam: step, then params, m, v of 8 weights
     for k in a:
-        assert a[k].dtype == b[k].dtype and np.linalg.norm(a[k] - b[k]) <= 1e-5 * np.linalg.norm(b[k]), k
+        assert a[k].dtype == b[k].dtype and np.linalg.norm(a[k] - b[k]) <= 5e-5 * np.linalg.norm(b[k]), k
     assert sorted(os.listdir(work / out)) == sorted(os.listdir(work / f"m{m}"))  # one writer, same files
 
 
