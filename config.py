@@ -69,6 +69,10 @@ def fail(msg):
 def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
     """[config.py] [--key=value ...] -> the config dict (what the user typed over DEFAULTS, checked)."""
     args = list(argv)
+    if {"-h", "--help"} & set(args):  # the keys, their defaults and what they mean: this file's DEFAULTS
+        print(f"usage: [config.py (default {default_file})] [--key=value ...]; keys and defaults:\n" +
+              "\n".join(f"  --{k}={v!r}" for k, v in defaults.items()) + f"\n(comments: {os.path.abspath(__file__)})")
+        raise SystemExit(0)
     path = args.pop(0) if args and not args[0].startswith("--") else default_file
     if not os.path.isfile(path):
         fail(f"config file '{path}' not found")

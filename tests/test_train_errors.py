@@ -51,6 +51,11 @@ def test_unknown_key_names_the_closest_valid_keys():
     one_error(run("--ckpt_evry=5"), "did you mean ckpt_every")
 
 
+def test_help_lists_every_key_and_exits_0():
+    p = run("--help")
+    assert p.returncode == 0 and p.stderr == "" and "--batch_size=1" in p.stdout and "--tokenizer='gpt2'" in p.stdout
+
+
 def test_wrong_type():
     one_error(run("--batch_size=abc"), "'batch_size' must be int", "'abc'")
     one_error(run("--force=yes"), "'force' must be bool")
