@@ -1,10 +1,10 @@
-"""Data: text -> GPT-2 tokens (a uint16 file) -> deterministic [B, T] batches (B batch, T sequence).
+"""Data: text -> tokens (GPT-2 BPE or UTF-8 bytes; a uint16 file) -> deterministic [B, T] batches.
 
-Sources: 'stdlib' (the Python standard library's .py files, ~5.7M tokens, no download), 'fineweb' and
+Sources: 'stdlib' (the stdlib's .py files: ~5.7M GPT-2 tokens, 12.1M bytes, no download), 'fineweb' and
 'fineweb-edu' (HuggingFaceFW/fineweb and fineweb-edu, sample-10BT, streamed: STREAMED), local
 .txt/.jsonl/.parquet files (a path, directory or glob; json/parquet rows need a `text` field), and
 pre-tokenized FineWeb `.bin` shards (llm.c format, the data of the paper's GPT-2 / GPT-3 runs, Table 1).
-Every document is preceded by <|endoftext|>.
+Every document is preceded by the tokenizer's separator (<|endoftext|>; NUL for bytes).
 
     python data.py stdlib                             # -> data/stdlib/{tokens.u16, meta.json}
     python data.py fineweb-edu --max_tokens=700e6     # -> data/fineweb-edu-700000000/

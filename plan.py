@@ -62,7 +62,7 @@ def activation_bytes(cfg, mcfg, mesh):
     them; 3/4 of [b, N, T, T]: model.causal_attention skips the masked quarter) and 2 [b, T, F] (the MLP
     before and after GELU). With remat only each block's input is kept and one block is recomputed at a time.
     The loss keeps the final hidden state and one chunk of logits [b·T, ce_chunk] in fp32, two while
-    differentiating (model.cross_entropy)."""
+    differentiating (kernels.cross_entropy)."""
     D, L, T, N, V = mcfg.d_model, mcfg.n_layers, mcfg.seq_len, mcfg.n_heads, mcfg.vocab_size
     F, m, c = mcfg.mlp_ratio * D, mesh.shape["model"], jnp.dtype(mcfg.compute_dtype).itemsize
     b = cfg["batch_size"] // cfg["grad_accum"] // mesh.shape["data"]
