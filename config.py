@@ -53,12 +53,13 @@ DEFAULTS = dict(
     plan_devices=0, plan_device="", plan_mfu=0.4,
 )
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
-AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts"),  # the rest of the sizes: model.Config checks them
+# lower bounds of the run's keys (the model's sizes: model.Config checks them)
+AT_LEAST = {1: ("batch_size", "grad_accum", "keep_ckpts", "eval_tokens"),
             0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
                 "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
-           "adafactor_decay": ("fixed", "power"), "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
+           "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
 
 
 def fail(msg):
@@ -135,7 +136,7 @@ def _check_type(k, v, default):
 def check_values(cfg):
     """Ranges, choices and divisibility of the run's keys; the model's own are model.Config's."""
     for low, keys in AT_LEAST.items():
-        for k in (k for k in keys if k in cfg and cfg[k] < low):
+        for k in (k for k in keys if cfg[k] < low):
             fail(f"{k}={cfg[k]!r} must be >= {low}")
     for k, ok in CHOICES.items():
         if cfg[k] not in ok:
@@ -144,9 +145,8 @@ def check_values(cfg):
         beta = k[-2] == "b"  # b1, b2, muon_b1; the rest are half-lives
         if cfg[k] is not None and not (0 <= cfg[k] < 1 if beta else cfg[k] > 0):
             fail(f"{k}={cfg[k]!r} must be " + ("in [0, 1)" if beta else "> 0 tokens"))
-    if cfg["eval_tokens"] < 1 or cfg["batch_size"] % cfg["grad_accum"]:
-        fail(f"eval_tokens={cfg['eval_tokens']} must be >= 1" if cfg["eval_tokens"] < 1 else
-             f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")
+    if cfg["batch_size"] % cfg["grad_accum"]:
+        fail(f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")
     if not (0 <= cfg["warmup"] < 1 and 0 < cfg["plan_mfu"] <= 1 and cfg["max_hours"] > 0):
         fail(f"need 0 <= warmup < 1, 0 < plan_mfu <= 1 and max_hours > 0; got warmup={cfg['warmup']}, "
              f"plan_mfu={cfg['plan_mfu']}, max_hours={cfg['max_hours']}")

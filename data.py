@@ -71,7 +71,7 @@ class Bytes:
                 for d in docs]
 
     def encode(self, text):
-        return list(text.encode('utf-8').replace(b'\0', b''))
+        return self.encode_batch([text])[0].tolist()
 
     def decode_bytes(self, ids):
         return bytes(int(i) for i in ids if i != self.eot)

@@ -49,6 +49,10 @@ class NoiseScale:
         self.G2 = self.decay * self.G2 + (1 - self.decay) * G2
         self.S = self.decay * self.S + (1 - self.decay) * S
         self.n += 1
+        return self.b_simple
+
+    @property
+    def b_simple(self):  # in sequences; |G|² <= 0 (all noise so far): no finite batch is critical
         return self.S / self.G2 if self.G2 > 0 else float("inf")
 
 

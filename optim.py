@@ -209,6 +209,9 @@ def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
     return Optimizer(init, update)
 
 
+ADAFACTOR_DECAYS = ("fixed", "power")  # β2 every step from t2 (ours) | 1 − (t+1)^(−b2) (the authors')
+
+
 def layer_blocks(params, layers="blocks", fused=("q", "k", "v")):
     """Adafactor's blocks as the authors keep them (one weight per layer): each leaf of params[layers] is
     stacked [L, ...] and is L blocks, one per layer, and the `fused` leaves of a layer are one block (their
@@ -250,8 +253,8 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
     Momentum (b1 > 0) is an EMA of the LR-scaled update, as in optax. Weight decay is decoupled and
     multiplied by the LR like AdamW's (optax.adafactor's is not)."""
     eps1, eps2 = eps
-    if decay not in ("fixed", "power"):
-        raise ValueError(f"adafactor decay must be 'fixed' or 'power', got {decay!r}")
+    if decay not in ADAFACTOR_DECAYS:
+        raise ValueError(f"adafactor decay must be one of {ADAFACTOR_DECAYS}, got {decay!r}")
 
     def init(params):
         def leaf(p):

@@ -99,14 +99,10 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log):
     n, planned = mesh.size, not isinstance(mesh, jax.sharding.Mesh)
     use_plan = cfg["dry_run"] and cfg["plan_device"]
     kind = cfg["plan_device"] if use_plan else jax.devices()[0].device_kind
-    if cfg["peak_flops"] or not use_plan:
-        peak, peak_src = device_peak(cfg)
-    else:
-        name = table_name(kind)  # check() has made sure it is in the table
-        peak, peak_src = PEAKS[name], f"{name} table (bf16 dense)"
+    name = table_name(kind)  # a planned kind is in the table: check() made sure
+    peak, peak_src = device_peak(cfg) if cfg["peak_flops"] or not use_plan else (PEAKS[name], f"{name} table (bf16 dense)")
     stats = None if planned else jax.local_devices()[0].memory_stats()
-    hbm = stats["bytes_limit"] if stats and "bytes_limit" in stats else (
-        HBM_GIB[table_name(kind)] * 2**30 if table_name(kind) else None)
+    hbm = stats["bytes_limit"] if stats and "bytes_limit" in stats else HBM_GIB[name] * 2**30 if name else None
     B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
     flops_step = run["flops_per_token"] * B * T
     hours = run["n_steps"] * flops_step / (peak * n) / 3600

@@ -157,6 +157,19 @@ class Interrupt:
         return done % log_every == 0 and bool(multihost_utils.process_allgather(np.int32(self.name is not None)).any())
 
 
+def measure_noise(noise, norms, params, train, cfg, b, batch_sharding, done):
+    """One gradient-noise-scale measurement (noise_scale.py) after step `done`, on 2b sequences drawn with
+    seed + noise_scale.SEED: updates the EMAs in `noise` and returns the metrics row's fields."""
+    t0 = time.perf_counter()
+    x = data.get_batch(train, 2 * b, cfg["seq_len"], cfg["seed"] + noise_scale.SEED, done,
+                       *sharding.data_share(batch_sharding, 2 * b))
+    small, big = map(float, norms(params, sharding.global_batch(x, batch_sharding, 2 * b)))
+    G2, S = noise_scale.estimate(small, big, b, 2 * b)
+    noise.update(G2, S)
+    return dict(grad_sq_small=small, grad_sq_big=big, noise_G2=G2, noise_trS=S, b_simple=noise.b_simple,
+                b_simple_tokens=noise.b_simple * cfg["seq_len"], noise_seconds=time.perf_counter() - t0)
+
+
 def check_finite(losses, done, out_dir):
     """losses of the len(losses) steps ending at step `done`: stop at a NaN, keeping the last good checkpoint."""
     if not np.all(np.isfinite(losses)):
@@ -302,6 +315,7 @@ def main(argv):
         params, opt_state, loss = train_step(params, opt_state, batch, np.int32(i))
         pending.append(loss)
         done = i + 1
+        rows, at = [], dict(step=done, tokens=done * tokens_per_step)
         # 2. the next batch, read while the device works
         if done < n_steps:
             batch = get(done)
@@ -310,9 +324,9 @@ def main(argv):
         if done % log_every == 0 or done == n_steps:
             losses = np.asarray(jax.device_get(pending))
             check_finite(losses, done, cfg["out_dir"])
-            m = dict(step=done, tokens=done * tokens_per_step, train_loss=float(losses.mean()),
-                     **meter.window(done, n_steps, params), lr=float(sched(done - 1)))
-            history.append(m)
+            m = dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, params),
+                     lr=float(sched(done - 1)))
+            rows.append(m)
             bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}", mfu=f"{m['mfu']:.1%}")
             pending = []
         # 4. eval on the held-out split, at its interval and at the end
@@ -320,23 +334,17 @@ def main(argv):
             with meter.paused(params):
                 val = evaluate(eval_loss, params, tdata.val, cfg, run["eval_batch_size"], shard["batch"])
             bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
-            history.append(dict(step=done, tokens=done * tokens_per_step, val_loss=val, val_bpb=bpb))
+            rows.append(dict(at, val_loss=val, val_bpb=bpb))
             bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
         # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
         if noise_every and done % noise_every == 0:
             with meter.paused(params):
-                t0 = time.perf_counter()
-                x = data.get_batch(tdata.train, 2 * nb, T, cfg["seed"] + noise_scale.SEED, done,
-                                   *sharding.data_share(shard["batch"], 2 * nb))
-                small, big = map(float, noise_norms(params, sharding.global_batch(x, shard["batch"], 2 * nb)))
-                G2, S = noise_scale.estimate(small, big, nb, 2 * nb)
-                b_simple = noise.update(G2, S)
-            history.append(dict(step=done, tokens=done * tokens_per_step, grad_sq_small=small, grad_sq_big=big,
-                                noise_G2=G2, noise_trS=S, b_simple=b_simple, b_simple_tokens=b_simple * T,
-                                noise_seconds=time.perf_counter() - t0))  # its cost (not counted as training)
-        if master and history and history[-1]["step"] == done:  # this step's lines, appended
+                rows.append(dict(at, **measure_noise(noise, noise_norms, params, tdata.train, cfg, nb, shard["batch"],
+                                                     done)))
+        history += rows  # this step's metrics lines, also appended to metrics.jsonl
+        if master and rows:
             with open(metrics_path, "a") as f:
-                f.writelines(json.dumps(m) + "\n" for m in history if m["step"] == done)
+                f.writelines(json.dumps(m) + "\n" for m in rows)
         # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
         halt = interrupt.agreed(done, log_every)
         if (ckpt_every and done % ckpt_every == 0) or done == n_steps or halt:
@@ -350,7 +358,7 @@ def main(argv):
     if summary := meter.summary():
         log(summary)
     if noise.n:
-        log(noise_scale.advice(noise.S / noise.G2 if noise.G2 > 0 else float("inf"), B, T))
+        log(noise_scale.advice(noise.b_simple, B, T))
     return dict(run, config=cfg)
 
 

@@ -21,3 +21,8 @@ def test_configs_without_a_table_are_what_they_say():
     assert cfg["tuned"] == "" and cfg["lr"] == 2.4e-3 and cfg["data"] == "fineweb"
     assert config.parse(["configs/gpt3.py"])["data"] == "fineweb"
     assert set(config.parse([])) == set(config.DEFAULTS) | {"config_file", "tuned"}
+
+
+def test_tokenizer_choices_are_datas():  # config cannot import data (data imports config): kept equal here
+    import data
+    assert config.CHOICES["tokenizer"] == tuple(data.TOKENIZERS)
