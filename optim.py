@@ -1,4 +1,4 @@
-"""Optimizers (SGD, AdamW, Adafactor, Muon, signum), learning-rate schedules and gradient accumulation, in pure JAX.
+"""Optimizers (SGD, AdamW, Adafactor, Muon, signum) and learning-rate schedules, in pure JAX.
 
 The paper's central rule (Marek et al. 2025, "The central rule" in shared/paper.md): a decay β applied once
 per step of B sequences × T tokens halves a gradient's weight after t = B·T·ln(0.5)/ln(β) tokens, so the
@@ -372,26 +372,6 @@ def state_bytes(name: str, params, b1: float = 0.0) -> int:
     allocated (jax.eval_shape)."""
     state = jax.eval_shape(build(name, 0.0, b1, 0.9).init, params)
     return sum(x.size * x.dtype.itemsize for k, v in state.items() if k != "step" for x in jax.tree.leaves(v))
-
-
-# ---------------------------------------------------------------- gradient accumulation
-
-def accumulate_grads(loss_fn, params, batch, n_micro: int):
-    """Mean loss and grads of batch [B, T] as n_micro micro-batches of B/n_micro, summed in fp32 inside one
-    jitted step. Same result as one batch of B (mean of equal-size means), but n_micro× the sequential
-    steps; the paper finds it wasteful unless multi-device and bandwidth-bound (Sec. 5)."""
-    B = jax.tree.leaves(batch)[0].shape[0]
-    if n_micro < 1 or B % n_micro:
-        raise ValueError(f"batch size {B} must be divisible by n_micro={n_micro} (>= 1)")
-    if n_micro == 1:
-        return jax.value_and_grad(loss_fn)(params, batch)
-    micro = jax.tree.map(lambda x: x.reshape(n_micro, B // n_micro, *x.shape[1:]), batch)  # [n_micro, B/n_micro, T]
-
-    def body(acc, mb):
-        loss, grads = jax.value_and_grad(loss_fn)(params, mb)
-        return jax.tree.map(lambda a, x: a + x.astype(f32), acc, (loss, grads)), None
-    (loss, grads), _ = jax.lax.scan(body, (jnp.zeros([], f32), _zeros(params)), micro)
-    return loss / n_micro, jax.tree.map(lambda g: g / n_micro, grads)
 
 
 if __name__ == "__main__":

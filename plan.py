@@ -83,7 +83,7 @@ def memory_plan(cfg, mcfg, abs_params, abs_opt, shard):
     mem = {"params": per_device(abs_params, shard["params"]),
            "gradients": per_device(abs_params, shard["params"]),  # jax.grad returns them in the params' dtype
            "optimizer state": per_device(abs_opt, shard["opt"]),
-           # optim.accumulate_grads sums micro-batch gradients in fp32
+           # step.accumulate_grads sums micro-batch gradients in fp32
            "accumulation buffer": per_device(abs_params, shard["params"], 4) if cfg["grad_accum"] > 1 else 0,
            "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # gather_weights, all layers
            "activations": activation_bytes(cfg, mcfg, mesh)}

@@ -1,4 +1,4 @@
-"""The jitted, sharded train and eval steps: loss -> gradients (optionally over micro-batches) ->
+"""The jitted, sharded train and eval steps: loss -> gradients (optionally summed over micro-batches) ->
 optimizer update in fp32 -> weights cast back to their dtype (stochastic rounding for bf16, Sec. 6).
 Used by train.py and the benchmarks, so both time the same program.
 """
@@ -8,7 +8,6 @@ import numpy as np
 
 import model
 import noise_scale
-import optim
 import rounding
 import sharding
 
@@ -19,12 +18,30 @@ def loss_fn(mcfg, shard):
     return lambda params, tokens: model.loss_fn(gather(params), tokens, mcfg)
 
 
+def accumulate_grads(loss_fn, params, batch, n_micro: int):
+    """Mean loss and grads of batch [B, T] as n_micro micro-batches of B/n_micro, summed in fp32 inside one
+    jitted step. Same result as one batch of B (mean of equal-size means), but n_micro× the sequential
+    steps; the paper finds it wasteful unless multi-device and bandwidth-bound (Sec. 5)."""
+    B = jax.tree.leaves(batch)[0].shape[0]
+    if n_micro < 1 or B % n_micro:
+        raise ValueError(f"batch size {B} must be divisible by n_micro={n_micro} (>= 1)")
+    if n_micro == 1:
+        return jax.value_and_grad(loss_fn)(params, batch)
+    micro = jax.tree.map(lambda x: x.reshape(n_micro, B // n_micro, *x.shape[1:]), batch)  # [n_micro, B/n_micro, T]
+
+    def body(acc, mb):
+        loss, grads = jax.value_and_grad(loss_fn)(params, mb)
+        return jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, (loss, grads)), None
+    (loss, grads), _ = jax.lax.scan(body, (jnp.zeros([], jnp.float32), jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)), micro)
+    return loss / n_micro, jax.tree.map(lambda g: g / n_micro, grads)
+
+
 def make_train_step(cfg, mcfg, opt, shard):
     """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated."""
     loss = loss_fn(mcfg, shard)
 
     def train_step(params, opt_state, batch, step):
-        loss_v, grads = optim.accumulate_grads(loss, params, batch, cfg["grad_accum"])
+        loss_v, grads = accumulate_grads(loss, params, batch, cfg["grad_accum"])
         updates, opt_state = opt.update(grads, opt_state, params)
         new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)  # update in fp32
         if mcfg.param_dtype == "bfloat16":  # cast back with the chosen rounding (rounding.py, Sec. 6)
