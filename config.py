@@ -8,6 +8,7 @@ import ast
 import difflib
 import math
 import os
+import sys
 
 import model
 import optim
@@ -62,9 +63,15 @@ CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDU
            "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
 
 
-def fail(msg):
-    """The one error exit: a clear line instead of a traceback wall."""
-    raise SystemExit(f"error: {msg}")
+DIVERGED = 3  # train.py's exit status when the loss or weights stop being finite (sweep.py records "diverged")
+
+
+def fail(msg, status=1):
+    """The one error exit: a clear line instead of a traceback wall (exit status 1, or DIVERGED)."""
+    if status == 1:
+        raise SystemExit(f"error: {msg}")
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):

@@ -7,6 +7,7 @@ are sharded over a (data, model) mesh and XLA (GSPMD) inserts the collectives (s
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -128,14 +129,30 @@ class Meter:
         yield
         self.t_last += time.perf_counter() - t0
 
-    def summary(self):
+    def totals(self):
+        """Tokens/s and MFU of the whole run but its warm-up window (None before a second window)."""
         if not self.seconds:
             return None
         tps, peak = self.tokens / self.seconds, self.peak_seconds / self.seconds
-        return (f"trained {self.tokens:,} tokens in {self.seconds:.1f} s: {tps:,.0f} tokens/s, MFU "
-                f"{tps * self.flops_per_token / (peak * jax.device_count()):.1%} of the {peak:.3g} FLOP/s/device peak "
+        return dict(tokens=self.tokens, seconds=self.seconds, tokens_per_s=tps, peak_flops=peak,
+                    mfu=tps * self.flops_per_token / (peak * jax.device_count()))
+
+    def summary(self):
+        if not (t := self.totals()):
+            return None
+        return (f"trained {t['tokens']:,} tokens in {t['seconds']:.1f} s: {t['tokens_per_s']:,.0f} tokens/s, MFU "
+                f"{t['mfu']:.1%} of the {t['peak_flops']:.3g} FLOP/s/device peak "
                 f"{'measured around the log windows' if self.probing else 'above'}"
                 f"{' (after the first log window: warm-up)' if self.skipped else ''}")
+
+
+def peak_memory():
+    """(bytes, what): the device's peak allocation where it reports one (GPU, TPU), else this process's
+    peak resident set (CPU: weights, state, activations and the Python/XLA runtime)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"], "device"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
 
 
 class Interrupt:
@@ -175,7 +192,7 @@ def check_finite(losses, done, out_dir):
     if not np.all(np.isfinite(losses)):
         i, last = int(np.argmin(np.isfinite(losses))), checkpoint.list_checkpoints(out_dir)
         fail(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}; stopped without saving "
-             f"(last good checkpoint: {last[-1][1] if last else 'none'})")
+             f"(last good checkpoint: {last[-1][1] if last else 'none'})", config.DIVERGED)
 
 
 _all_finite = jax.jit(lambda t: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(t)])))
@@ -187,7 +204,8 @@ def save(cfg, run, done, trees, history, pending, n_train, noise):
     losses = np.asarray(jax.device_get(pending), np.float32)
     check_finite(losses, done, cfg["out_dir"])
     if not _all_finite(trees):  # a finite loss can precede non-finite weights
-        fail(f"parameters or optimizer state are not finite after step {done:,}; stopped without saving")
+        fail(f"parameters or optimizer state are not finite after step {done:,}; stopped without saving",
+             config.DIVERGED)
     # the next batch is data.get_batch(seed, step) and the bf16 rounding noise rounding.step_key(seed, step):
     # the random state is (seed, step)
     meta = dict(tokens=done * run["tokens_per_step"], config=cfg, run=run, metrics=history,
@@ -309,7 +327,7 @@ def main(argv):
     meter = Meter(report, run["flops_per_token"], tokens_per_step, step0, mcfg.compute_dtype)
     bar = tqdm(range(step0, n_steps), initial=step0, total=n_steps, disable=not master, unit="step",
                dynamic_ncols=True, mininterval=1.0)
-    batch = get(step0)
+    batch, done = get(step0), step0
     for i in bar:
         # 1. one optimizer step on B sequences; the host runs ahead while the device computes (async dispatch)
         params, opt_state, loss = train_step(params, opt_state, batch, np.int32(i))
@@ -357,6 +375,10 @@ def main(argv):
     bar.close()
     if summary := meter.summary():
         log(summary)
+    if master and done == n_steps > step0:  # the run's speed and memory (of this process), for sweep.py
+        mem, kind = peak_memory()
+        write_json(os.path.join(cfg["out_dir"], "summary.json"),
+                   dict(meter.totals() or {}, peak_memory_bytes=mem, memory=kind, steps_this_process=done - step0))
     if noise.n:
         log(noise_scale.advice(noise.b_simple, B, T))
     return dict(run, config=cfg)
