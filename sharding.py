@@ -111,8 +111,16 @@ def data_share(batch_sharding, B):
 
 
 def global_batch(x, batch_sharding, B):
-    """This process's rows x [b, T] -> the global [B, T] batch, one jax.Array split over 'data'."""
+    """This process's rows x [b, T] -> the global [B, T] batch, one jax.Array split over 'data'; x [k, b, T]
+    (k steps' batches) -> [k, B, T] split the same way."""
+    if x.ndim == 3:
+        return jax.make_array_from_process_local_data(stacked(batch_sharding), x, (x.shape[0], B, x.shape[2]))
     return jax.make_array_from_process_local_data(batch_sharding, x, (B, x.shape[1]))
+
+
+def stacked(batch_sharding):
+    """The sharding of k batches [k, B, T] (several optimizer steps per call): each batch's rows as one batch's."""
+    return NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
 
 
 def gather_weights(shard, compute_dtype):

@@ -36,8 +36,9 @@ def accumulate_grads(loss_fn, params, batch, n_micro: int):
     return loss / n_micro, jax.tree.map(lambda g: g / n_micro, grads)
 
 
-def make_train_step(cfg, mcfg, opt, shard):
-    """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated."""
+def make_train_step(cfg, mcfg, opt, shard, k=1):
+    """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated.
+    k > 1: k optimizer steps in one call, (params, opt_state, batches [k, B, T], first step) -> (..., losses [k])."""
     loss = loss_fn(mcfg, shard)
 
     def train_step(params, opt_state, batch, step):
@@ -50,17 +51,33 @@ def make_train_step(cfg, mcfg, opt, shard):
             new = jax.tree.map(lambda n, p: n.astype(p.dtype), new, params)
         return new, opt_state, loss_v
 
-    return jax.jit(train_step, donate_argnums=(0, 1),
-                   in_shardings=(shard["params"], shard["opt"], shard["batch"], None),
+    fn, batch = (train_step, shard["batch"]) if k == 1 else (scan_steps(train_step, k), sharding.stacked(shard["batch"]))
+    return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(shard["params"], shard["opt"], batch, None),
                    out_shardings=(shard["params"], shard["opt"], None))
 
 
-def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None):
-    """The sharded train step lowered from abstract arguments (nothing is allocated); `platform` lowers
-    for devices that are not here (an abstract mesh: --dry_run with plan_devices)."""
+def scan_steps(train_step, k):
+    """k train steps as one program (a lax.scan over batches [k, B, T]): the host dispatches once per k steps.
+    A small model at batch size 1 spends much of its step in dispatch on CPU: configs/mini.py runs 1.24x the
+    tokens/s at k = 16 (benchmarks/bench.py). The same steps; XLA may fuse them differently (~1e-7 apart)."""
+    def steps(params, opt_state, batches, step):
+        def body(carry, xs):
+            params, opt_state, loss = train_step(*carry, *xs)
+            return (params, opt_state), loss
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state),
+                                                   (batches, step + jnp.arange(k, dtype=jnp.int32)))
+        return params, opt_state, losses  # losses [k]
+    return steps
+
+
+def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, k=1):
+    """The sharded train step (of k steps per call) lowered from abstract arguments (nothing is allocated);
+    `platform` lowers for devices that are not here (an abstract mesh: --dry_run with plan_devices)."""
     place = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
-    batch = jax.ShapeDtypeStruct((cfg["batch_size"], cfg["seq_len"]), jnp.int32, sharding=shard["batch"])
-    traced = make_train_step(cfg, mcfg, opt, shard).trace(
+    B, T = cfg["batch_size"], cfg["seq_len"]
+    batch = (jax.ShapeDtypeStruct((B, T), jnp.int32, sharding=shard["batch"]) if k == 1 else
+             jax.ShapeDtypeStruct((k, B, T), jnp.int32, sharding=sharding.stacked(shard["batch"])))
+    traced = make_train_step(cfg, mcfg, opt, shard, k).trace(
         place(abs_params, shard["params"]), place(abs_opt, shard["opt"]), batch, np.int32(0))
     return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
 

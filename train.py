@@ -167,11 +167,11 @@ class Interrupt:
         self.name = signal.Signals(sig).name
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def agreed(self, done, log_every):
+    def agreed(self, at_log):
         """All hosts must stop at the same step: they agree at log steps (an all-gather, so a sync)."""
         if jax.process_count() == 1:
             return self.name is not None
-        return done % log_every == 0 and bool(multihost_utils.process_allgather(np.int32(self.name is not None)).any())
+        return at_log and bool(multihost_utils.process_allgather(np.int32(self.name is not None)).any())
 
 
 def measure_noise(noise, norms, params, train, cfg, b, batch_sharding, done):
@@ -192,7 +192,13 @@ def check_finite(losses, done, out_dir):
     if not np.all(np.isfinite(losses)):
         i, last = int(np.argmin(np.isfinite(losses))), checkpoint.list_checkpoints(out_dir)
         fail(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}; stopped without saving "
-             f"(last good checkpoint: {last[-1][1] if last else 'none'})", config.DIVERGED)
+             f"(last good checkpoint: {last[-1][1] if last else 'none'})", diverged=True)
+
+
+def flat(pending):
+    """The losses of the steps since the last log, one per step: scalars, and [n] from n steps per call."""
+    return np.concatenate([np.ravel(x) for x in jax.device_get(pending)]).astype(np.float32) if pending else \
+        np.zeros(0, np.float32)
 
 
 _all_finite = jax.jit(lambda t: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(t)])))
@@ -201,11 +207,11 @@ _all_finite = jax.jit(lambda t: jnp.all(jnp.stack([jnp.isfinite(x).all() for x i
 def save(cfg, run, done, trees, history, pending, n_train, noise):
     """Checkpoint after step `done`: the weights and optimizer state, and what an exact resume needs
     (the metrics so far, the losses of the half-done log window, the data and random state)."""
-    losses = np.asarray(jax.device_get(pending), np.float32)
+    losses = flat(pending)
     check_finite(losses, done, cfg["out_dir"])
     if not _all_finite(trees):  # a finite loss can precede non-finite weights
         fail(f"parameters or optimizer state are not finite after step {done:,}; stopped without saving",
-             config.DIVERGED)
+             diverged=True)
     # the next batch is data.get_batch(seed, step) and the bf16 rounding noise rounding.step_key(seed, step):
     # the random state is (seed, step)
     meta = dict(tokens=done * run["tokens_per_step"], config=cfg, run=run, metrics=history,
@@ -307,14 +313,19 @@ def main(argv):
 
     log(f"compiling the train step for {jax.device_count()} device(s), mesh {dict(mesh.shape)} ...")
     t0 = time.perf_counter()
-    train_step = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
+    k = min(cfg["steps_per_call"], max(1, cfg["log_every"] // tokens_per_step))  # steps per call, at most a log
+    # window's (the last call takes the remainder)
+    train_steps = {n: steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, k=n).compile()
+                   for n in {min(k, n_steps - step0), (n_steps - step0) % k or k} if n > 0}
     eval_loss = steps.make_eval_loss(mcfg, shard)
     noise_norms = steps.make_noise_norms(mcfg, shard) if cfg["noise_every"] else None
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
 
     # -- the training loop
     share = sharding.data_share(shard["batch"], B)  # this process reads only the rows its devices hold
-    get = lambda s: sharding.global_batch(data.get_batch(tdata.train, B, T, cfg["seed"], s, *share), shard["batch"], B)
+    rows_of = lambda s: data.get_batch(tdata.train, B, T, cfg["seed"], s, *share)  # [b, T]: this process's rows
+    get = lambda s, n: sharding.global_batch(rows_of(s) if n == 1 else np.stack([rows_of(s + j) for j in range(n)]),
+                                             shard["batch"], B)  # the batches of steps s .. s+n-1
     every = lambda n: max(1, n // tokens_per_step) if n else 0  # token interval -> steps
     log_every, eval_every, ckpt_every = every(cfg["log_every"]), every(cfg["eval_every"]), every(cfg["ckpt_every"])
     noise_every, nb = every(cfg["noise_every"]), run["noise_batch"]
@@ -325,54 +336,60 @@ def main(argv):
         log(f"{start} already ends the run ({n_steps:,} steps); nothing to train")
     interrupt = Interrupt()
     meter = Meter(report, run["flops_per_token"], tokens_per_step, step0, mcfg.compute_dtype)
-    bar = tqdm(range(step0, n_steps), initial=step0, total=n_steps, disable=not master, unit="step",
-               dynamic_ncols=True, mininterval=1.0)
-    batch, done = get(step0), step0
-    for i in bar:
-        # 1. one optimizer step on B sequences; the host runs ahead while the device computes (async dispatch)
-        params, opt_state, loss = train_step(params, opt_state, batch, np.int32(i))
-        pending.append(loss)
-        done = i + 1
-        rows, at = [], dict(step=done, tokens=done * tokens_per_step)
-        # 2. the next batch, read while the device works
-        if done < n_steps:
-            batch = get(done)
-        # 3. a log window ends: mean train loss, tokens/s and MFU since the last (not on a signal: log
-        #    windows stay those of the uninterrupted run)
-        if done % log_every == 0 or done == n_steps:
-            losses = np.asarray(jax.device_get(pending))
-            check_finite(losses, done, cfg["out_dir"])
-            m = dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, params),
-                     lr=float(sched(done - 1)))
-            rows.append(m)
-            bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}", mfu=f"{m['mfu']:.1%}")
-            pending = []
-        # 4. eval on the held-out split, at its interval and at the end
-        if (eval_every and done % eval_every == 0) or done == n_steps:
-            with meter.paused(params):
-                val = evaluate(eval_loss, params, tdata.val, cfg, run["eval_batch_size"], shard["batch"])
-            bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
-            rows.append(dict(at, val_loss=val, val_bpb=bpb))
-            bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
-        # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
-        if noise_every and done % noise_every == 0:
-            with meter.paused(params):
-                rows.append(dict(at, **measure_noise(noise, noise_norms, params, tdata.train, cfg, nb, shard["batch"],
-                                                     done)))
-        history += rows  # this step's metrics lines, also appended to metrics.jsonl
-        if master and rows:
-            with open(metrics_path, "a") as f:
-                f.writelines(json.dumps(m) + "\n" for m in rows)
-        # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
-        halt = interrupt.agreed(done, log_every)
-        if (ckpt_every and done % ckpt_every == 0) or done == n_steps or halt:
-            with meter.paused(params):
-                save(cfg, run, done, {"params": params, "opt": opt_state}, history, pending, len(tdata.train), noise)
-        if halt:
-            log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; "
-                "resume with --init_from=resume")
-            break
-    bar.close()
+    bar = tqdm(initial=step0, total=n_steps, disable=not master, unit="step", dynamic_ncols=True, mininterval=1.0)
+    n = min(k, n_steps - step0)
+    batch, done = get(step0, n) if n > 0 else None, step0
+    try:  # the bar is closed before an error line, which stays the last line printed
+        for i in range(step0, n_steps, k):
+            # 1. n optimizer steps (one, or steps_per_call) on B sequences each; the host runs ahead while the
+            #    device computes (async dispatch)
+            params, opt_state, loss = train_steps[n](params, opt_state, batch, np.int32(i))
+            pending.append(loss)
+            done = i + n
+            bar.update(n)
+            hit = lambda every: every and done // every > i // every  # an interval's step was among these n
+            rows, at = [], dict(step=done, tokens=done * tokens_per_step)
+            # 2. the next batch, read while the device works
+            if done < n_steps:
+                n = min(k, n_steps - done)
+                batch = get(done, n)
+            # 3. a log window ends: mean train loss, tokens/s and MFU since the last (not on a signal: log
+            #    windows stay those of the uninterrupted run)
+            if hit(log_every) or done == n_steps:
+                losses = flat(pending)
+                check_finite(losses, done, cfg["out_dir"])
+                m = dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, params),
+                         lr=float(sched(done - 1)))
+                rows.append(m)
+                bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}", mfu=f"{m['mfu']:.1%}")
+                pending = []
+            # 4. eval on the held-out split, at its interval and at the end
+            if hit(eval_every) or done == n_steps:
+                with meter.paused(params):
+                    val = evaluate(eval_loss, params, tdata.val, cfg, run["eval_batch_size"], shard["batch"])
+                bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
+                rows.append(dict(at, val_loss=val, val_bpb=bpb))
+                bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
+            # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
+            if hit(noise_every):
+                with meter.paused(params):
+                    rows.append(dict(at, **measure_noise(noise, noise_norms, params, tdata.train, cfg, nb, shard["batch"],
+                                                         done)))
+            history += rows  # this step's metrics lines, also appended to metrics.jsonl
+            if master and rows:
+                with open(metrics_path, "a") as f:
+                    f.writelines(json.dumps(m) + "\n" for m in rows)
+            # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
+            halt = interrupt.agreed(hit(log_every))
+            if hit(ckpt_every) or done == n_steps or halt:
+                with meter.paused(params):
+                    save(cfg, run, done, {"params": params, "opt": opt_state}, history, pending, len(tdata.train), noise)
+            if halt:
+                log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; "
+                    "resume with --init_from=resume")
+                break
+    finally:
+        bar.close()
     if summary := meter.summary():
         log(summary)
     if master and done == n_steps > step0:  # the run's speed and memory (of this process), for sweep.py
@@ -389,3 +406,6 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one: nothing new was saved
         fail("interrupted; progress since the last checkpoint is lost")
+    except config.Diverged as e:  # its own exit status: sweep.py tells a diverged run from a broken one
+        print(e, file=sys.stderr)
+        raise SystemExit(config.DIVERGED)

@@ -10,7 +10,6 @@ Prints each variant's median seconds per step and the ratio stochastic / nearest
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -20,9 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
 import kernels  # noqa: E402
 import model  # noqa: E402
-import optim  # noqa: E402
-import sharding  # noqa: E402
-import step as steps  # noqa: E402
+import bench  # noqa: E402 (benchmarks/bench.py, beside this file)
 
 VARIANTS = {"fp32": ("float32", "nearest"), "bf16 nearest": ("bfloat16", "nearest"),
             "bf16 stochastic": ("bfloat16", "stochastic")}
@@ -30,17 +27,7 @@ VARIANTS = {"fp32": ("float32", "nearest"), "bf16 nearest": ("bfloat16", "neares
 
 def build(cfg, param_dtype, rounding):
     """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them."""
-    cfg = dict(cfg, param_dtype=param_dtype, rounding=rounding)
-    mcfg = config.model_config(cfg)
-    hp = optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"])
-    opt, _ = optim.from_config(dict(cfg, schedule="constant"), hp, 1)
-    abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(cfg["seed"]))
-    abs_opt = jax.eval_shape(opt.init, abs_params)
-    shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg))
-    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(jax.random.PRNGKey(cfg["seed"]))
-    state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
-    step = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
-    return step, params, state, shard["batch"]
+    return bench.build(dict(cfg, param_dtype=param_dtype, rounding=rounding))
 
 
 def main(argv):

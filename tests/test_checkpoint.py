@@ -174,11 +174,12 @@ def test_signal_without_a_writable_checkpoint_exits_nonzero(work):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(work):
-    """An absurd LR drives the weights to inf within a few steps. The run must stop (exit 1) naming the step,
-    keep the checkpoints written before, and never write one holding a non-finite value."""
+    """An absurd LR drives the weights to inf within a few steps. The run must stop (exit status 3, which
+    sweep.py records as diverged) naming the step, keep the checkpoints written before, and never write one
+    holding a non-finite value."""
     out = work / "nan"  # a checkpoint due every step, a log line every 4: the save itself must check
     p = train(work, args(work, out.name, lr=1e37, log_every=4 * T, ckpt_every=T, keep_ckpts=100))
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 3 and "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()[-1]
     assert err.startswith("error: ") and (" at step " in err or " after step " in err), err
     ckpts = checkpoint.list_checkpoints(out)
@@ -287,3 +288,25 @@ def test_load_refuses_a_different_model_or_optimizer(tmp_path):
         checkpoint.load(path, no_momentum)
     params_only = checkpoint.load(path, {"params": tree(0)["params"]})[0]  # fine-tuning reads params alone
     assert np.array_equal(params_only["params"]["w"], np.full((3, 4), 1.0))
+
+
+def test_several_steps_per_call_train_like_one_and_resume_exactly(work):
+    """steps_per_call=8 (a lax.scan over 8 steps per call; 300 = 37 x 8 + a call of 4): the losses of one step
+    per call, log windows of 8 steps at the calls' ends, checkpoints at the first call end past each interval,
+    and a SIGKILL then resume is bit for bit its uninterrupted run."""
+    kw = dict(log_every=8 * T)
+    one, eight, out = work / "spc1", work / "spc8", work / "spc8_kill"
+    ok(train(work, args(work, one.name, **kw)))
+    ok(train(work, args(work, eight.name, steps_per_call=8, **kw)))
+    a, b = losses(one), losses(eight)
+    assert [s for s, *_ in a] == [s for s, *_ in b] == [*range(8, 297, 8), 300, 300]  # 37 windows, the last, val
+    # the same steps in one program: XLA may fuse them differently, a few fp32 ulps apart over 300 steps
+    np.testing.assert_allclose([v for _, _, v, _ in b], [v for _, _, v, _ in a], rtol=1e-5)
+    assert [s for s, _ in checkpoint.list_checkpoints(eight)] == [256, 300]  # keep_ckpts 2; 256 crossed 250
+    p = train(work, args(work, out.name, steps_per_call=8, **kw), code=KILLER, env=dict(KILL_AT="130"))
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert [s for s, _ in checkpoint.list_checkpoints(out)] == [56, 104]  # the calls that crossed 50 and 100
+    ok(train(work, args(work, out.name, steps_per_call=8, init_from="resume", **kw)))
+    assert losses(out) == losses(eight)
+    x, y = arrays(eight / f"ckpt_{STEPS:09d}"), arrays(out / f"ckpt_{STEPS:09d}")
+    assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)

@@ -1,0 +1,188 @@
+"""The paper's batch-size figures, from the CSVs that sweep.py writes, and the numbers behind its claims.
+
+    python figures.py assets/sweeps/fig1a.csv assets/sweeps/fig5.csv
+
+writes next to the first CSV: fig1a.png (best val loss by batch size, per optimizer: paper Fig. 1a),
+lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Adam's loss against t2
+around its best), fig5.png (β2 = 0.95 at every batch size against t2 fixed: Fig. 5) and curves.png
+(train loss against tokens of each batch size's best run), and prints the claims table (README).
+A point that diverged is drawn as an x at the top of its panel; seeds, if a sweep has them, are averaged.
+"""
+import argparse
+import csv
+import math
+import os
+from collections import defaultdict
+
+OPTIMIZERS = {"sgd": "SGD", "adafactor": "Adafactor", "adamw": "Adam", "muon": "Muon", "signum": "Signum"}
+
+
+def read(path):
+    """Rows of a sweep CSV with numbers as floats (None where empty)."""
+    def num(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v or None
+    with open(path) as f:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def by_lr(rows, opt, B, variant=None):
+    """{lr: mean final val loss over seeds (inf: diverged)} of the grid points of (optimizer, batch size)."""
+    losses = defaultdict(list)
+    for r in rows:
+        if r["optimizer"] == opt and r["batch_size"] == B and r["variant"] == variant and r["status"] in ("done", "diverged"):
+            losses[r["lr"]].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
+    return {lr: sum(v) / len(v) for lr, v in sorted(losses.items())}
+
+
+def best(rows, opt, B):
+    """(lr, loss) of the best LR of (optimizer, batch size), or None if nothing finished."""
+    done = {lr: v for lr, v in by_lr(rows, opt, B).items() if v < math.inf}
+    return min(done.items(), key=lambda kv: kv[1]) if done else None
+
+
+def batch_sizes(rows):
+    return sorted({int(r["batch_size"]) for r in rows})
+
+
+def optimizers(rows):
+    return [o for o in OPTIMIZERS if any(r["optimizer"] == o for r in rows)]
+
+
+def plot_fig1a(rows, ax):
+    for o in optimizers(rows):
+        pts = [(B, b[1]) for B in batch_sizes(rows) if (b := best(rows, o, B))]
+        ax.plot(*zip(*pts), "o-", label=OPTIMIZERS[o])
+    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss (nats/byte)",
+           title="Best loss by batch size (Fig. 1a)")
+    ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
+    ax.legend()
+
+
+def plot_lr(rows, axes):
+    for ax, o in zip(axes, optimizers(rows)):
+        lo = min((b[1] for B in batch_sizes(rows) if (b := best(rows, o, B))), default=0)
+        for B in batch_sizes(rows):
+            d = by_lr(rows, o, B)
+            if d:
+                line, = ax.plot(*zip(*[(lr, v) for lr, v in d.items() if v < math.inf]), "o-", ms=3, label=f"B {B}")
+                div = [lr for lr, v in d.items() if v == math.inf]
+                ax.plot(div, [lo + 1.0] * len(div), "x", color=line.get_color())
+        ax.set(xscale="log", ylim=(lo - 0.05, lo + 1.05), xlabel="peak LR", title=f"{OPTIMIZERS[o]}: loss vs LR (Fig. 3)")
+    axes[0].set_ylabel("final val loss (x: diverged)")
+    axes[-1].legend(fontsize=7)
+
+
+def t2_scan(rows, B):
+    """{t2 / t2 of the grid: loss} of Adam at batch size B at its best LR (the grid point and its variants)."""
+    b = best(rows, "adamw", B)
+    if not b:
+        return {}
+    pts = [r for r in rows if r["optimizer"] == "adamw" and r["batch_size"] == B and r["lr"] == b[0]
+           and r["status"] in ("done", "diverged") and r["variant"] in (None, "t2")]
+    t2 = next((r["t2"] for r in pts if r["variant"] is None), None)
+    return {r["t2"] / t2: r["final_val_loss"] if r["status"] == "done" else math.inf for r in pts} if t2 else {}
+
+
+def plot_t2(rows, ax):
+    for B in (min(batch_sizes(rows)), max(batch_sizes(rows))):
+        d = sorted(t2_scan(rows, B).items())
+        if d:
+            ax.plot(*zip(*[(f, v) for f, v in d if v < math.inf]), "o-", label=f"B {B}")
+    ax.set(xscale="log", xlabel="t2 / grid t2 (at the best LR)", ylabel="final val loss", title="Adam: loss vs t2")
+    ax.legend()
+
+
+def plot_fig5(rows, rows95, ax):
+    for rs, label in ((rows, "t2 fixed"), (rows95, "β2 = 0.95 at every batch size")):
+        pts = [(B, b[1]) for B in batch_sizes(rs) if (b := best(rs, "adamw", B))]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=label)
+        div = [B for B in batch_sizes(rs) if by_lr(rs, "adamw", B) and not best(rs, "adamw", B)]
+        if div:
+            ax.plot(div, [ax.get_ylim()[1]] * len(div), "x", label=f"{label}: diverged at every LR")
+    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss", title="Adam: β2 fixed vs t2 fixed (Fig. 5)")
+    ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
+    ax.legend()
+
+
+def plot_curves(rows, curves, ax, opt="adamw"):
+    for B in batch_sizes(rows):
+        if b := best(rows, opt, B):
+            name = next(r["name"] for r in rows if r["optimizer"] == opt and r["batch_size"] == B and r["lr"] == b[0]
+                        and r["variant"] is None)
+            pts = [(c["tokens"], c["train_loss"]) for c in curves if c["name"] == name and c["train_loss"] is not None]
+            ax.plot(*zip(*pts), label=f"B {B}, lr {b[0]:g}")
+    ax.set(xlabel="tokens", ylabel="train loss (window mean)", title=f"{OPTIMIZERS[opt]}: best run of each batch size",
+           ylim=(None, 3.0))
+    ax.legend(fontsize=7)
+
+
+def claims(rows, rows95=None):
+    """The README's table: the paper's claims (a)-(d) next to what the sweeps show, as markdown lines."""
+    Bs, opts = batch_sizes(rows), optimizers(rows)
+    cell = lambda b: f"{b[1]:.3f} ({b[0]:.3g})" if b else "–"
+    out = ["| batch size | " + " | ".join(f"{OPTIMIZERS[o]} best (LR)" for o in opts) + " |",
+           "|---" * (len(opts) + 1) + "|"]
+    out += [f"| {B} | " + " | ".join(cell(best(rows, o, B)) for o in opts) + " |" for B in Bs]
+    for o in opts:  # (a)
+        b = {B: x[1] for B in Bs if (x := best(rows, o, B))}
+        if b:
+            out.append(f"(a) {OPTIMIZERS[o]}: best at batch size {min(b, key=b.get)}; batch {Bs[0]} vs {Bs[-1]}: "
+                       f"{b.get(Bs[0], math.nan):.3f} vs {b.get(Bs[-1], math.nan):.3f}")
+    if {"sgd", "adamw"} <= set(opts):  # (b)
+        gap = [f"B {B}: {best(rows, 'sgd', B)[1] - best(rows, 'adamw', B)[1]:+.3f}" for B in Bs
+               if best(rows, "sgd", B) and best(rows, "adamw", B)]
+        out.append("(b) SGD minus Adam: " + ", ".join(gap))
+    if rows95:  # (c)
+        for B in Bs:
+            fixed, b95 = best(rows, "adamw", B), best(rows95, "adamw", B)
+            if fixed and by_lr(rows95, "adamw", B):
+                out.append(f"(c) B {B}: Adam t2 fixed {fixed[1]:.3f}, β2 = 0.95 " +
+                           (f"{b95[1]:.3f} ({b95[1] - fixed[1]:+.3f})" if b95 else "diverged at every LR tried"))
+    for o in opts:  # (d)
+        for B in (Bs[0], Bs[-1]):
+            b, d = best(rows, o, B), by_lr(rows, o, B)
+            if b:
+                ex = [f"x{lr / b[0]:g}: " + ("div" if v == math.inf else f"{v - b[1]:+.3f}") for lr, v in d.items()
+                      if lr != b[0] and 1 / 8.01 < lr / b[0] < 8.01]
+                out.append(f"(d) {OPTIMIZERS[o]} B {B}: loss - best at LR " + ", ".join(ex))
+    for B in (Bs[0], Bs[-1]):
+        if d := t2_scan(rows, B):
+            out.append(f"(d) Adam B {B}: loss - best at t2 " + ", ".join(
+                f"x{f:g}: " + ("div" if v == math.inf else f"{v - d[1.0]:+.3f}") for f, v in sorted(d.items()) if f != 1))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", help="the fig1a sweep's CSV (optimizers x batch sizes x LR)")
+    ap.add_argument("csv95", nargs="?", help="the fig5 sweep's CSV (Adam, β2 = 0.95 at every batch size)")
+    a = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows, rows95 = read(a.csv), read(a.csv95) if a.csv95 else None
+    curves = read(a.csv[:-4] + "_curves.csv") if os.path.exists(a.csv[:-4] + "_curves.csv") else []
+    d = os.path.dirname(a.csv)
+    figs = {"fig1a": lambda: plot_fig1a(rows, plt.subplots(figsize=(5, 4))[1]),
+            "t2": lambda: plot_t2(rows, plt.subplots(figsize=(5, 4))[1]),
+            "lr": lambda: plot_lr(rows, plt.subplots(1, len(optimizers(rows)), figsize=(4.5 * len(optimizers(rows)), 4),
+                                                     sharey=False, squeeze=False)[1][0]),
+            "curves": lambda: plot_curves(rows, curves, plt.subplots(figsize=(6, 4))[1]) if curves else None,
+            "fig5": lambda: plot_fig5(rows, rows95, plt.subplots(figsize=(5, 4))[1]) if rows95 else None}
+    for name, draw in figs.items():
+        if draw() is None and plt.get_fignums():
+            path = os.path.join(d, name + ".png")
+            plt.tight_layout()
+            plt.savefig(path + ".tmp.png", dpi=110)
+            os.replace(path + ".tmp.png", path)  # atomic: a figure is either the old one or the new one
+            print(f"wrote {path}")
+        plt.close("all")
+    print("\n".join(claims(rows, rows95)))
+
+
+if __name__ == "__main__":
+    main()
