@@ -83,7 +83,10 @@ def t2_scan(rows, B):
     pts = [r for r in rows if r["optimizer"] == "adamw" and r["batch_size"] == B and r["lr"] == b[0]
            and r["status"] in ("done", "diverged") and r["variant"] in (None, "t2")]
     t2 = next((r["t2"] for r in pts if r["variant"] is None), None)
-    return {r["t2"] / t2: r["final_val_loss"] if r["status"] == "done" else math.inf for r in pts} if t2 else {}
+    losses = defaultdict(list)  # over seeds
+    for r in pts if t2 else []:
+        losses[r["t2"] / t2].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
+    return {f: sum(v) / len(v) for f, v in sorted(losses.items())}
 
 
 def plot_t2(rows, ax):
