@@ -124,7 +124,8 @@ def steps_per_call(cfg, ks, rounds, seconds):
     timers = {}
     for k in ks:
         fn, params, state = scanned(c, k)
-        batches = jnp.asarray(rng.integers(0, cfg["vocab_size"], (k, 1, cfg["seq_len"]), dtype=np.int32))
+        shape = (k, 1, cfg["seq_len"]) if k > 1 else (1, cfg["seq_len"])  # k batches [k, B, T], or one [B, T]
+        batches = jnp.asarray(rng.integers(0, cfg["vocab_size"], shape, dtype=np.int32))
         timers[k] = timer(lambda p, s, b, i, f=fn: f(p, s, b, i), (params, state, batches, np.int32(0)),
                           k * cfg["seq_len"], seconds)
     tps = measure(timers, rounds)
