@@ -233,6 +233,10 @@ def main(argv):
         (f"; the blocks: muon_lr {run['muon_lr']:g}, muon_b1 {run['muon_b1']:.6g} (muon_t1 {run['muon_t1']:,.0f} "
          "tokens), the embeddings: AdamW with the above" if "muon_lr" in run else ""))
 
+    why = steps.unfused_reason(cfg, mcfg, opt)
+    log("train step: fused, each layer updated inside the backward pass (fused.py)" if why is None else
+        f"train step: unfused, the whole gradient first ({why})")
+
     # -- the plan: abstract shapes first, nothing is allocated until we know it fits (dry_run stops here)
     key = jax.random.PRNGKey(cfg["seed"])
     abs_params = jax.eval_shape(partial(model.init, mcfg), key)
