@@ -98,21 +98,31 @@ def train_step_fn(cfg, mcfg, opt, shard):
         loss, head_vjp = jax.vjp(head, x, params["unembed"])
         dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
         unembed, s_unembed = update({"unembed": dU}, _part(opt_state, ["unembed"]), {"unembed": params["unembed"]})
-        # the barrier orders the output embedding's update before the layers', so its gradient is freed first
-        dx, unembed, s_unembed = jax.lax.optimization_barrier((dx, unembed, s_unembed))
 
-        def back(carry, inp):  # layer l: its gradient, then at once its new weights and state, in place
-            dx, P, S = carry
+        def back(carry, inp):  # layer l: its gradient, then at once its new weights and state
+            dx, P, S, done = carry
+            P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
             l, x = inp
             dx, g = jax.vjp(lambda x, p: layer(x, p, pos), x, at(P, l))[1](dx)
             state = {"step": opt_state["step"], **at(S, l, keep=True)}
             new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state, {"blocks": at(P, l, keep=True)}, l)
-            put = lambda tree, new: jax.tree.map(lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n, l, 0), tree, new)
-            return (dx, put(P, new["blocks"]), put(S, {k: v for k, v in state.items() if k != "step"})), None
+            return (dx, P, S, (new["blocks"], {k: v for k, v in state.items() if k != "step"}, l)), None
+
+        def put(P, S, new, state, l):
+            """Write layer l's new weights and state into the stacks. One iteration late, so that every read of
+            the stacks in an iteration comes after its write: XLA can only update a buffer in place when all of
+            its reads are ordered before the write, and the layer's backward pass reads its old weights in
+            operations the update does not depend on; written in the same iteration, every stack is copied."""
+            put1 = lambda tree, new: jax.tree.map(lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n, l, 0), tree, new)
+            return put1(P, new), put1(S, state)
 
         L = x_all.shape[0]
-        carry = (dx, params["blocks"], _part(opt_state, ["blocks"], step=False))
-        (dx, blocks, s_blocks), _ = jax.lax.scan(back, carry, (jnp.arange(L), x_all), reverse=True, unroll=mcfg.unroll)
+        S = _part(opt_state, ["blocks"], step=False)
+        last = (at(params["blocks"], L - 1, keep=True), at(S, L - 1, keep=True), L - 1)  # rewritten unchanged
+        carry = (dx, params["blocks"], S, last)
+        (dx, blocks, s_blocks, done), _ = jax.lax.scan(back, carry, (jnp.arange(L), x_all), reverse=True,
+                                                       unroll=mcfg.unroll)
+        blocks, s_blocks = put(blocks, s_blocks, *done)
         (dE,) = embed_vjp(dx)
         embed, s_embed = update({"embed": dE}, _part(opt_state, ["embed"]), {"embed": params["embed"]})
         new = {**embed, "blocks": blocks, **unembed}
