@@ -55,6 +55,7 @@ DEFAULTS = dict(
     # --dry_run plans for hardware it need not have: plan_devices 0 = the devices present, plan_device
     # a plan.PEAKS name ('' = the present kind); plan_mfu the assumed model-FLOPs utilization for the wall time
     plan_devices=0, plan_device="", plan_mfu=0.4,
+    plan_compile=True,  # and, when the planned mesh fits on this machine's devices, compile the step on them to count its memory
 )
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 # lower bounds of the run's keys (the model's sizes: model.Config checks them)

@@ -46,6 +46,15 @@ def make_mesh(cfg):
     return jax.sharding.AbstractMesh((n // m, m), **axes) if planned else jax.make_mesh((n // m, m), **axes)
 
 
+def local_mesh_like(mesh):
+    """A mesh of this machine's devices in the shape of `mesh` (a planned, abstract one), or None if there are
+    too few: plan.report_compiled compiles the step on it, to count the planned step's memory."""
+    if jax.device_count() < mesh.size:
+        return None
+    return jax.make_mesh(tuple(mesh.axis_sizes), mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                         devices=jax.devices()[:mesh.size])
+
+
 # Which mesh axis shards each dimension of each weight: FSDP over 'data' on D (or F), tensor parallel over
 # 'model' on heads, F and V (Megatron: q, k, v, up split by output; o, down by input, so each block needs
 # one all-reduce per half). The embedding table is vocabulary-parallel like the output layer; no weight

@@ -246,7 +246,10 @@ def main(argv):
     if cfg["dry_run"]:  # build the sharded step for real, short of running it
         t0 = time.perf_counter()
         lowered = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, plan.lowering_platform(report))
-        return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, time.perf_counter() - t0, log))
+        seconds, local = time.perf_counter() - t0, report["planned"] and cfg["plan_compile"] and sharding.local_mesh_like(mesh)
+        stand_in = local and steps.lower_train_step(cfg, mcfg, opt, sharding.shardings(abs_params, abs_opt, local),
+                                                    abs_params, abs_opt)
+        return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, seconds, log, stand_in or None))
     if report["hours"] > cfg["max_hours"] and not cfg["force"]:
         fail(f"this run needs >= {report['hours']:,.1f} h at 100% MFU on {jax.device_count()} x "
              f"{jax.devices()[0].device_kind}; pass --force=True to train anyway, or --dry_run=True to see the plan")
