@@ -26,6 +26,10 @@ DEFAULTS = dict(
     param_dtype="float32", compute_dtype="float32",
     rounding="stochastic",  # how fp32 updates are cast back to bf16 weights: 'stochastic' | 'nearest'
     remat=False, unroll=False, z_loss=0.0,
+    # the optimizer inside the backward pass (fused.py): each layer is updated as soon as its gradient exists,
+    # so no whole gradient is held (paper Fig. 7). Where that is not exact (grad_accum > 1, clip_norm > 0)
+    # the run says why and takes step.py's unfused step; the numbers are the same either way.
+    fused_update=True,
     # budget and intervals, in tokens
     train_tokens=0,  # 0: 20 tokens per active parameter (Chinchilla)
     batch_size=1,  # sequences per optimizer step (global, across all devices)
@@ -54,6 +58,7 @@ DEFAULTS = dict(
     # --dry_run plans for hardware it need not have: plan_devices 0 = the devices present, plan_device
     # a plan.PEAKS name ('' = the present kind); plan_mfu the assumed model-FLOPs utilization for the wall time
     plan_devices=0, plan_device="", plan_mfu=0.4,
+    plan_compile=True,  # and, when the planned mesh fits on this machine's devices, compile the step on them to count its memory
 )
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 # lower bounds of the run's keys (the model's sizes: model.Config checks them)

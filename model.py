@@ -169,10 +169,15 @@ def init_cache(cfg: Config, batch_size, max_len):
 def loss_fn(params, tokens, cfg: Config):
     """Mean next-token cross-entropy over positions 0..T-2 of tokens [B, T] (last position unscored)."""
     h, _ = hidden(params, tokens, cfg)
+    return head_loss(h, params["unembed"], tokens, cfg)
+
+
+def head_loss(h, unembed, tokens, cfg: Config):
+    """loss_fn after the final norm: the output embedding and the loss of final hidden states h [B, T, D]."""
     D = h.shape[-1]
     h = h[:, :-1].reshape(-1, D)  # [M, D], M = B·(T-1)
     # nll = logsumexp(h @ W) - (h @ W)[target], made a chunk of vocabulary columns at a time (kernels.py)
-    nll, lse = cross_entropy(h, params["unembed"].astype(h.dtype), tokens[:, 1:].reshape(-1), cfg.ce_chunk)
+    nll, lse = cross_entropy(h, unembed.astype(h.dtype), tokens[:, 1:].reshape(-1), cfg.ce_chunk)
     loss = nll.mean()
     if cfg.z_loss:
         loss = loss + cfg.z_loss * jnp.mean(lse**2)

@@ -21,8 +21,11 @@ def _mix(h):  # murmur3's 32-bit finalizer: a bijection on uint32 with full aval
     return h ^ (h >> 16)
 
 
-def noise16(key, shape):
+def noise16(key, shape, row0=0):
     """Uniform integers in [0, 2^16) (uint32), one per element: a counter-based hash of its index.
+    row0: the array is rows row0, row0 + 1, ... of a larger one (of 2 or more axes), whose noise they get:
+    noise16(key, (1, *s), l) == noise16(key, (L, *s))[l:l+1], so layer l of a stacked weight rounds alike
+    alone (fused.py, which updates one layer at a time) or in the whole stack.
 
     Not jax.random.bits: threefry costs ~16 ns a value on a CPU core (stochastic rounding was 2.2× slower
     per step than nearest on configs/tiny_gpt2.py); this is a few integer ops XLA fuses into the update.
@@ -35,13 +38,13 @@ def noise16(key, shape):
     col, stride = jnp.zeros(shape, jnp.uint32), 1  # row-major index within the row
     for a in reversed(range(first, len(shape))):
         col, stride = col + iota(a) * jnp.uint32(stride), stride * shape[a]
-    row = iota(0) if first else jnp.zeros(shape, jnp.uint32)
+    row = iota(0) + jnp.asarray(row0).astype(jnp.uint32) if first else jnp.zeros(shape, jnp.uint32)  # row0 may be traced
     h = _mix(col * jnp.uint32(0x9E3779B9) + k0)
     h = _mix(h ^ (row * jnp.uint32(0x7FEB352D) + k1))
     return h >> 16
 
 
-def stochastic_round(x, key):
+def stochastic_round(x, key, row0=0):
     """fp32 -> bf16, rounding up (in magnitude) with probability = fractional distance to the upper neighbour.
 
     Bit trick (paper): add a uniform random integer in [0, 2^16) to the fp32 bit pattern, keep the top 16 bits.
@@ -59,7 +62,7 @@ def stochastic_round(x, key):
         raise ValueError(f"stochastic_round expects a floating-point array, got dtype {x.dtype}")
     x = x.astype(jnp.float32)  # exact for bf16/fp16; float64 is rounded to nearest fp32 first
     bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    top = ((bits + noise16(key, x.shape)) >> 16).astype(jnp.uint16)  # the top 16 bits of an fp32 *are* a bf16
+    top = ((bits + noise16(key, x.shape, row0)) >> 16).astype(jnp.uint16)  # the top 16 bits of an fp32 *are* a bf16
     y = jax.lax.bitcast_convert_type(top, jnp.bfloat16)  # integer ops only: nothing flushes subnormals
     return jnp.where(jnp.isnan(x), jnp.bfloat16(jnp.nan), y)
 
@@ -71,13 +74,18 @@ def nearest_round(x):
 
 def round_tree(tree, key, mode):
     """Round every leaf of a pytree to bf16; leaf i gets its own noise from fold_in(key, i)."""
+    round_leaf(jnp.zeros([]), key, 0, mode)  # a bad mode fails here, even for a tree without leaves
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, [round_leaf(x, key, i, mode) for i, x in enumerate(leaves)])
+
+
+def round_leaf(x, key, i, mode, row0=0):
+    """Leaf i of a tree as round_tree rounds it (row0: x is rows row0, ... of that leaf, see noise16)."""
     if mode == "nearest":
-        return jax.tree.map(nearest_round, tree)
+        return nearest_round(x)
     if mode != "stochastic":
         raise ValueError(f"rounding mode must be 'stochastic' or 'nearest', got {mode!r}")
-    leaves, treedef = jax.tree.flatten(tree)
-    rounded = [stochastic_round(x, jax.random.fold_in(key, i)) for i, x in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, rounded)
+    return stochastic_round(x, jax.random.fold_in(key, i), row0)
 
 
 def step_key(seed, step):

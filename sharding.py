@@ -46,6 +46,15 @@ def make_mesh(cfg):
     return jax.sharding.AbstractMesh((n // m, m), **axes) if planned else jax.make_mesh((n // m, m), **axes)
 
 
+def local_mesh_like(mesh):
+    """A mesh of this machine's devices in the shape of `mesh` (a planned, abstract one), or None if there are
+    too few: plan.report_compiled compiles the step on it, to count the planned step's memory."""
+    if jax.device_count() < mesh.size:
+        return None
+    return jax.make_mesh(tuple(mesh.axis_sizes), mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                         devices=jax.devices()[:mesh.size])
+
+
 # Which mesh axis shards each dimension of each weight: FSDP over 'data' on D (or F), tensor parallel over
 # 'model' on heads, F and V (Megatron: q, k, v, up split by output; o, down by input, so each block needs
 # one all-reduce per half). The embedding table is vocabulary-parallel like the output layer; no weight
@@ -129,8 +138,17 @@ def gather_weights(shard, compute_dtype):
     weights, and autodiff reduce-scatters the gradient back (FSDP spelled out). Left alone, GSPMD splits
     the matmuls' contraction over 'data' instead and all-reduces activations of the whole batch on every
     device (8 CPU devices, mesh (8, 1), D 256: 3.4x the temporary memory, 2.7x the bytes communicated)."""
+    return _gather(shard["params"], compute_dtype, lambda spec: spec)
+
+
+def gather_layer(shard, compute_dtype):
+    """gather_weights for one layer of the stacked blocks: params['blocks'] indexed at a layer (fused.py)."""
+    return _gather(shard["params"]["blocks"], compute_dtype, lambda spec: spec[1:])
+
+
+def _gather(shardings, compute_dtype, spec_of):
     ct = jnp.dtype(compute_dtype)
-    whole = jax.tree.map(lambda s: NamedSharding(s.mesh, P(*[None if a == "data" else a for a in s.spec])),
-                         shard["params"])
+    whole = jax.tree.map(lambda s: NamedSharding(s.mesh, P(*[None if a == "data" else a for a in spec_of(s.spec)])),
+                         shardings)
     cast = lambda w: w.astype(ct) if ct.itemsize < w.dtype.itemsize else w
     return lambda params: jax.tree.map(lambda w, s: jax.lax.with_sharding_constraint(cast(w), s), params, whole)

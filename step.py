@@ -1,11 +1,16 @@
 """The jitted, sharded train and eval steps: loss -> gradients (optionally summed over micro-batches) ->
 optimizer update in fp32 -> weights cast back to their dtype (stochastic rounding for bf16, Sec. 6).
-Used by train.py and the benchmarks, so both time the same program.
+Where it is exact (fused.why_not), the train step is fused.py's instead: the same numbers, with each
+layer's update inside the backward pass, so no whole gradient is held. Used by train.py and the
+benchmarks, so both time the same program.
 """
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import fused
 import model
 import noise_scale
 import rounding
@@ -36,9 +41,26 @@ def accumulate_grads(loss_fn, params, batch, n_micro: int):
     return loss / n_micro, jax.tree.map(lambda g: g / n_micro, grads)
 
 
+def unfused_reason(cfg, mcfg, opt):
+    """None when the train step is fused.py's (config fused_update, where exact), else why not, in one line."""
+    if not cfg["fused_update"]:
+        return "fused_update=False"
+    abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
+    return fused.why_not(cfg, opt, abs_params, jax.eval_shape(opt.init, abs_params))
+
+
 def make_train_step(cfg, mcfg, opt, shard, k=1):
     """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated.
     k > 1: k optimizer steps in one call, (params, opt_state, batches [k, B, T], first step) -> (..., losses [k])."""
+    train_step = unfused_step(cfg, mcfg, opt, shard) if unfused_reason(cfg, mcfg, opt) else \
+        fused.train_step_fn(cfg, mcfg, opt, shard)
+    fn, batch = (train_step, shard["batch"]) if k == 1 else (scan_steps(train_step, k), sharding.stacked(shard["batch"]))
+    return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(shard["params"], shard["opt"], batch, None),
+                   out_shardings=(shard["params"], shard["opt"], None))
+
+
+def unfused_step(cfg, mcfg, opt, shard):
+    """The train step as jax.value_and_grad gives it: every gradient first, then the optimizer."""
     loss = loss_fn(mcfg, shard)
 
     def train_step(params, opt_state, batch, step):
@@ -50,10 +72,7 @@ def make_train_step(cfg, mcfg, opt, shard, k=1):
         else:
             new = jax.tree.map(lambda n, p: n.astype(p.dtype), new, params)
         return new, opt_state, loss_v
-
-    fn, batch = (train_step, shard["batch"]) if k == 1 else (scan_steps(train_step, k), sharding.stacked(shard["batch"]))
-    return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(shard["params"], shard["opt"], batch, None),
-                   out_shardings=(shard["params"], shard["opt"], None))
+    return train_step
 
 
 def scan_steps(train_step, k):

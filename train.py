@@ -257,6 +257,10 @@ def main(argv):
         (f"; the blocks: muon_lr {run['muon_lr']:g}, muon_b1 {run['muon_b1']:.6g} (muon_t1 {run['muon_t1']:,.0f} "
          "tokens), the embeddings: AdamW with the above" if "muon_lr" in run else ""))
 
+    why = steps.unfused_reason(cfg, mcfg, opt)
+    log("train step: fused, each layer updated inside the backward pass (fused.py)" if why is None else
+        f"train step: unfused, the whole gradient first ({why})")
+
     # -- the plan: abstract shapes first, nothing is allocated until we know it fits (dry_run stops here)
     key = jax.random.PRNGKey(cfg["seed"])
     abs_params = jax.eval_shape(partial(model.init, mcfg), key)
@@ -266,7 +270,10 @@ def main(argv):
     if cfg["dry_run"]:  # build the sharded step for real, short of running it
         t0 = time.perf_counter()
         lowered = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, plan.lowering_platform(report))
-        return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, time.perf_counter() - t0, log))
+        seconds, local = time.perf_counter() - t0, report["planned"] and cfg["plan_compile"] and sharding.local_mesh_like(mesh)
+        stand_in = local and steps.lower_train_step(cfg, mcfg, opt, sharding.shardings(abs_params, abs_opt, local),
+                                                    abs_params, abs_opt)
+        return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, seconds, log, stand_in or None))
     if report["hours"] > cfg["max_hours"] and not cfg["force"]:
         fail(f"this run needs >= {report['hours']:,.1f} h at 100% MFU on {jax.device_count()} x "
              f"{jax.devices()[0].device_kind}; pass --force=True to train anyway, or --dry_run=True to see the plan")

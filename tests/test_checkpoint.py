@@ -123,6 +123,7 @@ def test_sigkill_then_resume_is_bitwise_exact(work, dtype, corrupt):
     resumed = newest - CKPT if corrupt else newest
     assert f"resuming from {out / f'ckpt_{resumed:09d}'} (step {resumed})" in p.stdout
     assert ("warning: skipping" in p.stdout) == corrupt
+    assert "train step: fused" in p.stdout  # the optimizer inside the backward pass (fused.py), the default
     assert_same_run(ref, out)
     assert corrupt == any("b_simple" in m for m in metrics(out))
     meta = checkpoint.read_meta(out / f"ckpt_{STEPS:09d}")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rounding import demo, nearest_round, noise16, round_tree, step_key, stochastic_round  # noqa: E402
+from rounding import demo, nearest_round, noise16, round_leaf, round_tree, step_key, stochastic_round  # noqa: E402
 
 BF16_MAX = 0x7F7F0000  # fp32 bit pattern of the largest finite bf16
 F32_MAX = 0x7F7FFFFF
@@ -237,3 +237,18 @@ def test_step_key():
     np.testing.assert_array_equal(data(jax.jit(lambda s: step_key(3, s))(jnp.int32(5))), data(step_key(3, 5)))
     keys = [data(step_key(3, 5)), data(step_key(3, 6)), data(step_key(4, 5)), data(jax.random.key(3))]
     assert len({k.tobytes() for k in keys}) == 4  # differs by step, by seed, and from the init stream
+
+
+def test_rows_of_a_stacked_leaf_round_as_in_the_whole_leaf():
+    """fused.py rounds layer l of a stacked weight [L, ...] alone, as rows l:l+1 with row0 = l (traced, inside
+    a scan over layers); each must get exactly the noise of its rows in the whole leaf, so the fused step's
+    bf16 weights are bit for bit the unfused step's."""
+    k, x = step_key(0, 3), jnp.asarray(np.random.default_rng(0).normal(size=(5, 3, 4, 6)), jnp.float32)
+    whole = bf16_bits(round_leaf(x, k, 2, "stochastic"))
+    rows = jax.jit(lambda l: round_leaf(jax.lax.dynamic_slice_in_dim(x, l, 1), k, 2, "stochastic", row0=l))
+    for l in range(5):
+        np.testing.assert_array_equal(bf16_bits(rows(l)), whole[l:l + 1])
+    np.testing.assert_array_equal(noise16(k, (1, 3, 4), 4), noise16(k, (5, 3, 4))[4:])
+    assert np.any(np.asarray(noise16(k, (1, 3, 4), 4)) != np.asarray(noise16(k, (1, 3, 4), 3)))  # rows differ
+    np.testing.assert_array_equal(bf16_bits(round_leaf(x, k, 2, "stochastic")),
+                                  bf16_bits(round_tree([x, x, x], k, "stochastic")[2]))  # leaf i as in a tree

@@ -1,0 +1,130 @@
+"""The optimizer inside the backward pass: a train step that never holds the whole gradient (paper Sec. 5,
+Fig. 7: at batch 1, SGD and Adafactor train a 13B model in about the memory of its 16-bit weights).
+
+jax.value_and_grad returns every gradient before the optimizer runs, so step.py's step holds weights +
+optimizer state + a whole gradient. The authors step each weight from a PyTorch hook as soon as its
+gradient exists; this is that in JAX. The forward pass keeps only each layer's input (per-block
+checkpointing, the paper's accounting); the backward pass is a reverse lax.scan over the stacked layers
+that runs layer l again, differentiates it (jax.vjp), updates layer l's weights and optimizer state at once
+and writes them back into the stacks in place (the step donates both). The output embedding is updated
+right after the loss's backward pass, the input embedding last. Peak: weights + optimizer state + one
+layer's gradient + activations.
+
+Exact, because every optimizer in optim.py updates each weight (or each layer's block of a stacked one:
+Adafactor's per-layer blocks, Muon's per-matrix orthogonalization) from its own gradient and state alone:
+an update of a layer's slice is that slice of the whole update. Each part is updated from the same
+state['step'], so the step counter advances once, and bf16 weights get the noise round_tree would give
+them (rounding.round_leaf with row0 = the layer). What couples weights cannot be fused: see why_not.
+"""
+import jax
+import jax.numpy as jnp
+
+import model
+import optim
+import rounding
+import sharding
+
+f32 = jnp.float32
+
+
+def why_not(cfg, opt, abs_params, abs_opt):
+    """None if the fused step equals step.py's unfused one for this run, else the reason in one line."""
+    if cfg["grad_accum"] > 1:
+        return "gradient accumulation sums whole gradients in a buffer before the update"
+    if cfg["clip_norm"] > 0:
+        return "global-norm clipping needs every gradient before the first update"
+    if bad := [k for k, v in abs_opt.items() if k != "step" and not (isinstance(v, dict) and set(v) <= set(abs_params))]:
+        return f"the optimizer's state {bad} is not kept per weight"
+    for w in jax.tree.leaves(abs_params["blocks"]):  # a layer's slice must be a block of the optimizer's
+        if w.ndim < 2 or 0 in (optim.factor_axes(w.shape, 0) or ()):
+            return f"a stacked weight {list(w.shape)} has its layer axis among its two largest (Adafactor factors it)"
+    L = jax.tree.leaves(abs_params["blocks"])[0].shape[0]
+    one_layer = {"blocks": jax.tree.map(lambda w: jax.ShapeDtypeStruct((1, *w.shape[1:]), w.dtype), abs_params["blocks"])}
+    whole, one = (jax.tree.leaves(_part(s, ["blocks"], step=False)) for s in (abs_opt, jax.eval_shape(opt.init, one_layer)))
+    if [x.shape for x in one] != [(1, *x.shape[1:]) for x in whole] or any(x.shape[0] != L for x in whole):
+        return "the optimizer's state of a stacked weight is not one slice per layer"
+    return None
+
+
+def _part(state, keys, step=True):
+    """The optimizer state of the weights params[k], k in keys: every entry but 'step' is keyed like params."""
+    return {k: v if k == "step" else {n: v[n] for n in keys if n in v} for k, v in state.items() if step or k != "step"}
+
+
+def _merge(parts):
+    """One optimizer state from the states of disjoint parts (their 'step's are equal: each took one step)."""
+    out = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = v if k == "step" else {**out.get(k, {}), **v}
+    return out
+
+
+def _updater(cfg, mcfg, opt, abs_params, key):
+    """(grads, state, params, row0) of one part -> (new params, new state): the optimizer's update added in
+    fp32 and cast back as step.py does it (stochastic rounding with the noise of the leaf's rows in the
+    whole tree, rounding.round_leaf; row0: the part is rows row0.. of stacked leaves)."""
+    index = {tuple(k.key for k in p): i for i, (p, _) in enumerate(jax.tree_util.tree_flatten_with_path(abs_params)[0])}
+
+    def cast(path, x, p, row0):
+        if mcfg.param_dtype == "bfloat16":
+            return rounding.round_leaf(x, key, index[tuple(k.key for k in path)], cfg["rounding"], row0)
+        return x.astype(p.dtype)
+
+    def update(grads, state, params, row0=0):
+        u, state = opt.update(grads, state, params)
+        new = jax.tree.map(lambda p, u: p.astype(f32) + u, params, u)  # update in fp32
+        return jax.tree_util.tree_map_with_path(lambda path, x, p: cast(path, x, p, row0), new, params), state
+    return update
+
+
+def train_step_fn(cfg, mcfg, opt, shard):
+    """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss), as step.make_train_step's step;
+    the caller jits it with params and state donated."""
+    ct = jnp.dtype(mcfg.compute_dtype)
+    gather_l = sharding.gather_layer(shard, ct)
+    gather = lambda name, w: sharding.gather_weights({"params": {name: shard["params"][name]}}, ct)({name: w})[name]
+    layer = lambda x, p_l, pos: model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos)[0]
+    at = lambda tree, l, **kw: jax.tree.map(lambda w: jax.lax.dynamic_slice_in_dim(w, l, 1) if kw else
+                                            jax.lax.dynamic_index_in_dim(w, l, keepdims=False), tree)
+
+    def train_step(params, opt_state, batch, step):
+        update = _updater(cfg, mcfg, opt, params, rounding.step_key(cfg["seed"], step))
+        pos = jnp.arange(batch.shape[1])  # [T]
+        # forward: each layer's input is all that is kept, x_all [L, B, T, D] (per-block checkpointing)
+        x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[batch], params["embed"])  # [B, T, D]
+        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, p_l, pos), x), x, params["blocks"], unroll=mcfg.unroll)
+        head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), batch, mcfg)
+        loss, head_vjp = jax.vjp(head, x, params["unembed"])
+        dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
+        unembed, s_unembed = update({"unembed": dU}, _part(opt_state, ["unembed"]), {"unembed": params["unembed"]})
+
+        def back(carry, inp):  # layer l: its gradient, then at once its new weights and state
+            dx, P, S, done = carry
+            P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
+            l, x = inp
+            dx, g = jax.vjp(lambda x, p: layer(x, p, pos), x, at(P, l))[1](dx)
+            state = {"step": opt_state["step"], **at(S, l, keep=True)}
+            new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state, {"blocks": at(P, l, keep=True)}, l)
+            return (dx, P, S, (new["blocks"], {k: v for k, v in state.items() if k != "step"}, l)), None
+
+        def put(P, S, new, state, l):
+            """Write layer l's new weights and state into the stacks. One iteration late, so that every read of
+            the stacks in an iteration comes after its write: XLA can only update a buffer in place when all of
+            its reads are ordered before the write, and the layer's backward pass reads its old weights in
+            operations the update does not depend on; written in the same iteration, every stack is copied."""
+            put1 = lambda tree, new: jax.tree.map(lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n, l, 0), tree, new)
+            return put1(P, new), put1(S, state)
+
+        L = x_all.shape[0]
+        S = _part(opt_state, ["blocks"], step=False)
+        last = (at(params["blocks"], L - 1, keep=True), at(S, L - 1, keep=True), L - 1)  # rewritten unchanged
+        carry = (dx, params["blocks"], S, last)
+        (dx, blocks, s_blocks, done), _ = jax.lax.scan(back, carry, (jnp.arange(L), x_all), reverse=True,
+                                                       unroll=mcfg.unroll)
+        blocks, s_blocks = put(blocks, s_blocks, *done)
+        (dE,) = embed_vjp(dx)
+        embed, s_embed = update({"embed": dE}, _part(opt_state, ["embed"]), {"embed": params["embed"]})
+        new = {**embed, "blocks": blocks, **unembed}
+        return new, _merge([s_embed, s_unembed, {"step": s_embed["step"], **s_blocks}]), loss
+    return train_step
