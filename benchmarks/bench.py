@@ -39,13 +39,18 @@ import step as steps  # noqa: E402
 MEMORY_MODEL = ["--d_model=768", "--n_layers=8", "--head_dim=64", "--unroll=False"]  # 57M parameters: 227 MB of fp32 weights
 MEMORY_RUNS = {"SGD": ["--optimizer=sgd"], "Adafactor": ["--optimizer=adafactor"], "AdamW": ["--optimizer=adamw"],
                "AdamW + 2 micro-batches": ["--optimizer=adamw", "--batch_size=2", "--grad_accum=2"]}
+MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items()},  # the whole gradient first
+               **{f"{k}, fused": [*v, "--fused_update=True"] for k, v in MEMORY_RUNS.items() if "micro" not in k}}
+
+
+def build_opt(cfg):
+    return optim.from_config(dict(cfg, schedule="constant"), optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"]), 1)[0]
 
 
 def build(cfg):
     """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them."""
     mcfg = config.model_config(cfg)
-    hp = optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"])
-    opt, _ = optim.from_config(dict(cfg, schedule="constant"), hp, 1)
+    opt = build_opt(cfg)
     abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(cfg["seed"]))
     abs_opt = jax.eval_shape(opt.init, abs_params)
     shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg))
@@ -182,7 +187,9 @@ def memory_child(argv, floor):
     peak = stats.get("peak_bytes_in_use") or _peak_rss()
     P = sum(x.size for x in jax.tree.leaves(params))
     weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
-    account = 2 * weights + optim.state_bytes(cfg["optimizer"], params, 0.9 if cfg["optimizer"] == "adamw" else 0.0)
+    fused = cfg["fused_update"] and steps.unfused_reason(cfg, config.model_config(cfg), build_opt(cfg)) is None
+    account = (1 if fused else 2) * weights + optim.state_bytes(  # fused: no whole gradient
+        cfg["optimizer"], params, 0.9 if cfg["optimizer"] == "adamw" else 0.0)
     account += 4 * P if cfg["grad_accum"] > 1 else 0  # the fp32 accumulation buffer
     print(json.dumps(dict(peak=peak, params=P, weights=weights, accounting=account, xla=xla,
                           device="peak_bytes_in_use" in stats)))
@@ -201,7 +208,7 @@ def memory(argv):
           f"{'device peak' if base['device'] else 'peak RSS during steps 2-4'}; floor: the runtime and the weights = "
           f"{mib(base['peak'])} MiB)\n")
     print("| optimizer | peak (MiB) | peak - floor + weights | XLA: the compiled step's buffers | accounting: weights + "
-          "gradient + state (+ fp32 buffer) |\n|---|---|---|---|---|")
+          "gradient (not fused) + state (+ fp32 buffer) |\n|---|---|---|---|---|")
     for name, extra in MEMORY_RUNS.items():
         m = child(extra)
         print(f"| {name} | {mib(m['peak'])} | {mib(m['peak'] - base['peak'] + base['weights'])} | {mib(m['xla'])} | "
