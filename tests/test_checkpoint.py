@@ -55,7 +55,8 @@ def work(tmp_path_factory):
 def args(work, out, **kw):
     cfg = dict(out_dir=str(work / out), data=str(work / "ds"), d_model=32, n_layers=1, head_dim=16, seq_len=T,
                vocab_size=V, batch_size=1, train_tokens=STEPS * T, log_every=T, ckpt_every=CKPT * T,
-               eval_every=10**9, eval_tokens=8 * T, lr=1e-2, t2=10_000, peak_flops=1e12, seed=0)
+               eval_every=10**9, eval_tokens=8 * T, lr=1e-2, t2=10_000, peak_flops=1e12, seed=0,
+               fused_update=True)  # DEFAULTS' (the default config file, configs/tiny.py, turns it off)
     cfg.update(kw)
     return [f"--{k}={v}" for k, v in cfg.items()]
 
