@@ -32,7 +32,7 @@ def by_lr(rows, opt, B, variant=None):
     """{lr: mean final val loss over seeds (inf: diverged)} of the grid points of (optimizer, batch size)."""
     losses = defaultdict(list)
     for r in rows:
-        if r["optimizer"] == opt and r["batch_size"] == B and r["variant"] == variant and r["status"] in ("done", "diverged"):
+        if (r["optimizer"], r["batch_size"], r["variant"]) == (opt, B, variant) and r["status"] in ("done", "diverged"):
             losses[r["lr"]].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
     return {lr: sum(v) / len(v) for lr, v in sorted(losses.items())}
 
@@ -106,7 +106,8 @@ def plot_fig5(rows, rows95, ax):
         div = [B for B in batch_sizes(rs) if by_lr(rs, "adamw", B) and not best(rs, "adamw", B)]
         if div:
             ax.plot(div, [ax.get_ylim()[1]] * len(div), "x", label=f"{label}: diverged at every LR")
-    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss", title="Adam: β2 fixed vs t2 fixed (Fig. 5)")
+    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss",
+           title="Adam: β2 fixed vs t2 fixed (Fig. 5)")
     ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
     ax.legend()
 

@@ -69,7 +69,8 @@ def load(path, root="out/sweeps"):
     unknown = {k for r in s["tune"] for k in r} - {"key", "factor", "margin", "around", "factors", "where"}
     if unknown or any("key" not in r or ("around" in r) != ("factors" in r) for r in s["tune"]):
         raise ValueError(f"sweep file '{path}': a tune rule is dict(key=..., factor=2, margin=1, where=...) or "
-                         f"dict(key=..., around=..., factors=[...], where=...)" + (f"; unknown {sorted(unknown)}" if unknown else ""))
+                         "dict(key=..., around=..., factors=[...], where=...)" +
+                         (f"; unknown {sorted(unknown)}" if unknown else ""))
     names = [point_name(p) for p in s["points"]]
     if len(set(names)) < len(names):
         raise ValueError(f"sweep file '{path}': point {next(n for n in names if names.count(n) > 1)} appears twice")
@@ -286,8 +287,9 @@ def _outcome(out, rc):
 class Runner:
     """Runs a sweep's unfinished points, `jobs` at a time, until all are finished or it is told to stop."""
 
-    def __init__(self, sweep, jobs=1, log=print):
+    def __init__(self, sweep, jobs=1, log=print, retry_failed=False):
         self.sweep, self.jobs, self.log = sweep, jobs, log
+        self.rerun = ("todo", "partial", "failed") if retry_failed else ("todo", "partial")
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
         per = max(1, len(cores) // jobs)
         self.slots = [(cores * jobs)[k * per:(k + 1) * per] for k in range(jobs)]
@@ -354,8 +356,7 @@ class Runner:
                 bar.total, bar.n = progress
                 bar.refresh()
             busy = {name for name, *_ in self.running.values()}
-            todo = [p for p, _ in points if results[point_name(p)]["status"] in ("todo", "partial")
-                    and point_name(p) not in busy]
+            todo = [p for p, _ in points if results[point_name(p)]["status"] in self.rerun and point_name(p) not in busy]
             for slot in [s for s in range(self.jobs) if s not in self.running][:len(todo)]:
                 if not self.stopping:
                     self.start(todo.pop(0), slot)
@@ -409,7 +410,8 @@ def dry_run(sweep, log=print):
         log(f"{r['status']:>8} {loss:>11}  {point_name(p)}" + (f"  ({variant} around the best)" if variant else ""))
     count = {s: sum(r["status"] == s for r in results.values()) for s in (*FINAL, "partial", "todo")}
     log(f"{len(points)} points: " + ", ".join(f"{n} {s}" for s, n in count.items() if n) +
-        (f"; tune rules on {', '.join(r['key'] for r in sweep['tune'])} add more as results arrive" if sweep["tune"] else ""))
+        (f"; tune rules on {', '.join(r['key'] for r in sweep['tune'])} add more as results arrive"
+         if sweep["tune"] else ""))
     return points, results
 
 
@@ -462,6 +464,8 @@ def main(argv=None):
                            else os.cpu_count(), help="train.py processes at once, each on cores of its own (default: "
                            "one per core)")
             s.add_argument("--dry_run", action="store_true", help="list the points and what is done; run nothing")
+            s.add_argument("--retry_failed", action="store_true",
+                           help="run failed points again (after fixing what failed them)")
     a = ap.parse_args(argv)
     if a.cmd in ("run", "collect"):
         sweep = load(a.sweep)
@@ -474,7 +478,7 @@ def main(argv=None):
             if a.jobs < 1:
                 raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
             check(sweep)
-            runner = Runner(sweep, a.jobs)
+            runner = Runner(sweep, a.jobs, retry_failed=a.retry_failed)
             points, results = runner.run(path)
             count = {s: sum(r["status"] == s for r in results.values()) for s in (*FINAL, "partial", "todo")}
             print(f"{sweep['name']}: " + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f" -> {path}")

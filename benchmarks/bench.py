@@ -36,7 +36,7 @@ import plan  # noqa: E402
 import sharding  # noqa: E402
 import step as steps  # noqa: E402
 
-MEMORY_MODEL = ["--d_model=768", "--n_layers=8", "--head_dim=64", "--unroll=False"]  # 57M parameters: 227 MB of fp32 weights
+MEMORY_MODEL = ["--d_model=768", "--n_layers=8", "--head_dim=64", "--unroll=False"]  # 57M parameters, 218 MiB fp32
 MEMORY_RUNS = {"SGD": ["--optimizer=sgd"], "Adafactor": ["--optimizer=adafactor"], "AdamW": ["--optimizer=adamw"],
                "AdamW + 2 micro-batches": ["--optimizer=adamw", "--batch_size=2", "--grad_accum=2"]}
 MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items()},  # the whole gradient first
@@ -44,7 +44,8 @@ MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items(
 
 
 def build_opt(cfg):
-    return optim.from_config(dict(cfg, schedule="constant"), optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"]), 1)[0]
+    hp = optim.hyperparams(cfg, cfg["batch_size"] * cfg["seq_len"])
+    return optim.from_config(dict(cfg, schedule="constant"), hp, 1)[0]
 
 
 def build(cfg):
@@ -115,7 +116,8 @@ def speed(cfg, batches, rounds, seconds):
     print(f"\n## tokens/s and MFU ({cfg['config_file']}: {model.count_params(config.model_config(cfg))['total']:,} "
           f"parameters, T {cfg['seq_len']}, {cfg['optimizer']}; matmul peak fp32 {peak['float32']:.3g}, "
           f"bf16 {peak['bfloat16']:.3g} FLOP/s)\n")
-    print("| batch size | fp32 tokens/s | MFU | bf16 + SR tokens/s | MFU | fp32, B micro-batches of 1 | accumulation cost |")
+    print("| batch size | fp32 tokens/s | MFU | bf16 + SR tokens/s | MFU | fp32, B micro-batches of 1 | "
+          "accumulation cost |")
     print("|---|---|---|---|---|---|---|")
     for B in batches:
         f, b, a = tps[B, "fp32"], tps[B, "bf16+SR"], tps.get((B, "fp32 accum"))
