@@ -51,10 +51,14 @@ def optimizers(rows):
     return [o for o in OPTIMIZERS if any(r["optimizer"] == o for r in rows)]
 
 
+def line(ax, pts, fmt, **kw):
+    """ax.plot of (x, y) pairs; nothing for none (ax.plot would draw the format string as data)."""
+    return ax.plot(*zip(*pts), fmt, **kw)[0] if pts else None
+
+
 def plot_fig1a(rows, ax):
     for o in optimizers(rows):
-        pts = [(B, b[1]) for B in batch_sizes(rows) if (b := best(rows, o, B))]
-        ax.plot(*zip(*pts), "o-", label=OPTIMIZERS[o])
+        line(ax, [(B, b[1]) for B in batch_sizes(rows) if (b := best(rows, o, B))], "o-", label=OPTIMIZERS[o])
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss (nats/byte)",
            title="Best loss by batch size (Fig. 1a)")
     ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
@@ -62,15 +66,17 @@ def plot_fig1a(rows, ax):
 
 
 def plot_lr(rows, axes):
+    from matplotlib.ticker import NullFormatter
     for ax, o in zip(axes, optimizers(rows)):
         lo = min((b[1] for B in batch_sizes(rows) if (b := best(rows, o, B))), default=0)
         for B in batch_sizes(rows):
             d = by_lr(rows, o, B)
             if d:
-                line, = ax.plot(*zip(*[(lr, v) for lr, v in d.items() if v < math.inf]), "o-", ms=3, label=f"B {B}")
-                div = [lr for lr, v in d.items() if v == math.inf]
-                ax.plot(div, [lo + 1.0] * len(div), "x", color=line.get_color())
+                color = f"C{batch_sizes(rows).index(B)}"
+                line(ax, [(lr, v) for lr, v in d.items() if v < math.inf], "o-", ms=3, color=color, label=f"B {B}")
+                line(ax, [(lr, lo + 1.0) for lr, v in d.items() if v == math.inf], "x", color=color)
         ax.set(xscale="log", ylim=(lo - 0.05, lo + 1.05), xlabel="peak LR", title=f"{OPTIMIZERS[o]}: loss vs LR (Fig. 3)")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... overlap on a narrow panel
     axes[0].set_ylabel("final val loss (x: diverged)")
     axes[-1].legend(fontsize=7)
 
@@ -91,18 +97,14 @@ def t2_scan(rows, B):
 
 def plot_t2(rows, ax):
     for B in (min(batch_sizes(rows)), max(batch_sizes(rows))):
-        d = sorted(t2_scan(rows, B).items())
-        if d:
-            ax.plot(*zip(*[(f, v) for f, v in d if v < math.inf]), "o-", label=f"B {B}")
+        line(ax, [(f, v) for f, v in sorted(t2_scan(rows, B).items()) if v < math.inf], "o-", label=f"B {B}")
     ax.set(xscale="log", xlabel="t2 / grid t2 (at the best LR)", ylabel="final val loss", title="Adam: loss vs t2")
     ax.legend()
 
 
 def plot_fig5(rows, rows95, ax):
     for rs, label in ((rows, "t2 fixed"), (rows95, "β2 = 0.95 at every batch size")):
-        pts = [(B, b[1]) for B in batch_sizes(rs) if (b := best(rs, "adamw", B))]
-        if pts:
-            ax.plot(*zip(*pts), "o-", label=label)
+        line(ax, [(B, b[1]) for B in batch_sizes(rs) if (b := best(rs, "adamw", B))], "o-", label=label)
         div = [B for B in batch_sizes(rs) if by_lr(rs, "adamw", B) and not best(rs, "adamw", B)]
         if div:
             ax.plot(div, [ax.get_ylim()[1]] * len(div), "x", label=f"{label}: diverged at every LR")
@@ -117,8 +119,8 @@ def plot_curves(rows, curves, ax, opt="adamw"):
         if b := best(rows, opt, B):
             name = next(r["name"] for r in rows if r["optimizer"] == opt and r["batch_size"] == B and r["lr"] == b[0]
                         and r["variant"] is None)
-            pts = [(c["tokens"], c["train_loss"]) for c in curves if c["name"] == name and c["train_loss"] is not None]
-            ax.plot(*zip(*pts), label=f"B {B}, lr {b[0]:g}")
+            line(ax, [(c["tokens"], c["train_loss"]) for c in curves if c["name"] == name and c["train_loss"] is not None],
+                 "-", label=f"B {B}, lr {b[0]:g}")
     ax.set(xlabel="tokens", ylabel="train loss (window mean)", title=f"{OPTIMIZERS[opt]}: best run of each batch size",
            ylim=(None, 3.0))
     ax.legend(fontsize=7)
