@@ -136,8 +136,9 @@ def claims(rows, rows95=None):
     for o in opts:  # (a)
         b = {B: x[1] for B in Bs if (x := best(rows, o, B))}
         if b:
+            f = lambda B: f"{b[B]:.3f}" if B in b else "no finished run"
             out.append(f"(a) {OPTIMIZERS[o]}: best at batch size {min(b, key=b.get)}; batch {Bs[0]} vs {Bs[-1]}: "
-                       f"{b.get(Bs[0], math.nan):.3f} vs {b.get(Bs[-1], math.nan):.3f}")
+                       f"{f(Bs[0])} vs {f(Bs[-1])}")
     if {"sgd", "adamw"} <= set(opts):  # (b)
         gap = [f"B {B}: {best(rows, 'sgd', B)[1] - best(rows, 'adamw', B)[1]:+.3f}" for B in Bs
                if best(rows, "sgd", B) and best(rows, "adamw", B)]
