@@ -193,7 +193,7 @@ def load(path, like, shardings=None):
 SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype", "tokenizer")
 # a resumed run continues the same optimization: same model, optimizer, and tokens per step
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
-                            "warmup", "adafactor_decay")  # and muon_t1, through the resolved muon_b1
+                            "warmup", "adafactor_decay", "lora_rank", "lora_alpha", "lora_targets")  # and muon_t1, through the resolved muon_b1
 RESUME_RESOLVED = ("lr", "b1", "b2", "muon_lr", "muon_b1")  # compared in the derived record: a default may have changed meanwhile
 FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
              "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu",
@@ -227,9 +227,12 @@ def start_point(cfg, run, log):
             fail(str(e))
         saved = meta.get("config", {})
         old = lambda k: saved.get(k, DEFAULTS[k])  # a key an older checkpoint lacks had its default
-        diff = [f"{k} {old(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if old(k) != cfg[k]]
-        if diff:
+        diff = [f"{k} {old(k)!r} vs {cfg[k]!r}" for k in SHAPE_KEYS if old(k) != cfg[k] and k != "param_dtype"]
+        if diff:  # (the weights are cast to the config's param_dtype: fp32 weights fine-tuned in bf16)
             fail(f"init_from={path}: the checkpoint's model differs from the config's ({'; '.join(diff)})")
+        if saved.get("lora_rank"):
+            fail(f"init_from={path} is a LoRA run's checkpoint (a frozen base and adapters): start from its merged "
+                 f"weights, {os.path.join(os.path.dirname(path), 'merged')}")
         if ckpts and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
             fail(f"init_from={path} lies in out_dir {out}, whose checkpoints --overwrite=True would delete")
     return path, meta, [p for _, p in ckpts]

@@ -9,6 +9,7 @@ import difflib
 import math
 import os
 
+import lora
 import model
 import optim
 
@@ -17,6 +18,11 @@ DEFAULTS = dict(
     out_dir="out/tiny",
     data="stdlib",  # a source name ('stdlib', 'fineweb-edu'), a dataset dir, text files, or .bin shards
     data_dir="data",  # where prepared token files live
+    # fine-tuning (instruct.py): data = a .jsonl of {"prompt", "completion"} rows scores only the completions
+    val_data="",  # its held-out .jsonl; '' holds out 5% of data's examples
+    eval_examples=200,  # held-out prompts answered greedily at each eval: exact-match accuracy in metrics.jsonl
+    answer_tokens=0,  # the longest answer generated; 0: the longest held-out reference + 1 (its <eot>)
+    lora_rank=0, lora_alpha=0.0, lora_targets="q,k,v,o,up,down",  # LoRA (lora.py): rank 0 trains every weight
     tokenizer="gpt2",  # 'gpt2' (BPE, V 50257) | 'bytes' (UTF-8 bytes, V 256): data.TOKENIZERS
     init_from="scratch",  # 'scratch' | 'resume' (newest valid checkpoint in out_dir) | a checkpoint or run dir
     overwrite=False,  # start anew in an out_dir that holds another run's checkpoints (deletes them)
@@ -63,7 +69,7 @@ DEFAULTS = dict(
 OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 # lower bounds of the run's keys (the model's sizes: model.Config checks them)
 AT_LEAST = {1: ("batch_size", "grad_accum", "steps_per_call", "keep_ckpts", "eval_tokens"),
-            0: ("train_tokens", "eval_batch_size", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
+            0: ("train_tokens", "eval_batch_size", "eval_examples", "answer_tokens", "lora_rank", "lora_alpha", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
                 "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
@@ -162,6 +168,8 @@ def check_values(cfg):
             fail(f"{k}={cfg[k]!r} must be " + ("in [0, 1)" if beta else "> 0 tokens"))
     if cfg["batch_size"] % cfg["grad_accum"]:
         fail(f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")
+    if cfg["lora_rank"] and (not lora.targets(cfg) or set(lora.targets(cfg)) - set(lora.IN_AXES)):
+        fail(f"lora_targets={cfg['lora_targets']!r} must name some of {', '.join(lora.IN_AXES)}, comma-separated")
     if not (0 <= cfg["warmup"] < 1 and 0 < cfg["plan_mfu"] <= 1 and cfg["max_hours"] > 0):
         fail(f"need 0 <= warmup < 1, 0 < plan_mfu <= 1 and max_hours > 0; got warmup={cfg['warmup']}, "
              f"plan_mfu={cfg['plan_mfu']}, max_hours={cfg['max_hours']}")

@@ -274,13 +274,18 @@ def get_batch(tokens, batch_size: int, seq_len: int, seed: int, step: int,
     """This process's rows of the global batch for (seed, step): int32 [B // process_count, T]. Slots
     g = step * B + j (j < B) walk a fresh seed-dependent permutation of the n = len // T non-overlapping
     sequences per epoch: each sequence once per epoch, and a resumed run recomputes exactly its batches."""
-    T, b = seq_len, _rows_per_process(batch_size, process_index, process_count)
-    n = len(tokens) // T
+    T, n = seq_len, len(tokens) // seq_len
     if n == 0:
         raise ValueError(f'{len(tokens)} tokens hold no sequence of length {T}')
-    g = step * batch_size + process_index * b + np.arange(b)  # [b] global sequence slots
-    rows = np.array([_permutation(n, seed, int(e))[i] for e, i in zip(g // n, g % n)])  # [b]; epoch = g // n
+    rows = batch_rows(n, batch_size, seed, step, process_index, process_count)  # [b]
     return np.asarray(tokens[rows[:, None] * T + np.arange(T)], np.int32)  # [b, T]
+
+
+def batch_rows(n: int, batch_size: int, seed: int, step: int, process_index: int = 0, process_count: int = 1):
+    """Which of n sequences (or packed rows, instruct.py) make this process's rows of batch `step`: int [b]."""
+    b = _rows_per_process(batch_size, process_index, process_count)
+    g = step * batch_size + process_index * b + np.arange(b)  # [b] global sequence slots
+    return np.array([_permutation(n, seed, int(e))[i] for e, i in zip(g // n, g % n)])  # [b]; epoch = g // n
 
 
 def eval_batches(tokens, batch_size: int, seq_len: int, max_tokens: int | None = None,

@@ -84,17 +84,19 @@ def train_step_fn(cfg, mcfg, opt, shard):
     ct = jnp.dtype(mcfg.compute_dtype)
     gather_l = sharding.gather_layer(shard, ct)
     gather = lambda name, w: sharding.gather_weights({"params": {name: shard["params"][name]}}, ct)({name: w})[name]
-    layer = lambda x, p_l, pos: model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos)[0]
+    layer = lambda x, p_l, pos, seg: model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos,
+                                                 None, seg)[0]
     at = lambda tree, l, **kw: jax.tree.map(lambda w: jax.lax.dynamic_slice_in_dim(w, l, 1) if kw else
                                             jax.lax.dynamic_index_in_dim(w, l, keepdims=False), tree)
 
     def train_step(params, opt_state, batch, step):
         update = _updater(cfg, mcfg, opt, params, rounding.step_key(cfg["seed"], step))
-        pos = jnp.arange(batch.shape[1])  # [T]
+        tokens, seg, mask = model.batch_parts(batch)  # seg, mask: packed instruction data (else None)
+        pos = jnp.arange(tokens.shape[1]) if seg is None else model.positions(seg)  # [T] or [B, T]
         # forward: each layer's input is all that is kept, x_all [L, B, T, D] (per-block checkpointing)
-        x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[batch], params["embed"])  # [B, T, D]
-        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, p_l, pos), x), x, params["blocks"], unroll=mcfg.unroll)
-        head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), batch, mcfg)
+        x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[tokens], params["embed"])  # [B, T, D]
+        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, p_l, pos, seg), x), x, params["blocks"], unroll=mcfg.unroll)
+        head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), tokens, mcfg, mask)
         loss, head_vjp = jax.vjp(head, x, params["unembed"])
         dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
         unembed, s_unembed = update({"unembed": dU}, _part(opt_state, ["unembed"]), {"unembed": params["unembed"]})
@@ -103,7 +105,7 @@ def train_step_fn(cfg, mcfg, opt, shard):
             dx, P, S, done = carry
             P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
             l, x = inp
-            dx, g = jax.vjp(lambda x, p: layer(x, p, pos), x, at(P, l))[1](dx)
+            dx, g = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, l))[1](dx)
             state = {"step": opt_state["step"], **at(S, l, keep=True)}
             new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state, {"blocks": at(P, l, keep=True)}, l)
             return (dx, P, S, (new["blocks"], {k: v for k, v in state.items() if k != "step"}, l)), None

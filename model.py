@@ -102,54 +102,66 @@ def _f32(x):
 
 
 def rope(x, pos, base):
-    """Rotary embedding on [B, T, N, H] at integer positions pos [T] (half-split convention)."""
+    """Rotary embedding on [B, T, N, H] at integer positions pos [T], or [B, T] (each row its own: packed
+    examples each start at 0, batched prompts of different lengths; half-split convention)."""
     H = x.shape[-1]
     freq = base ** (-jnp.arange(0, H // 2, dtype=jnp.float32) / (H // 2))  # [H/2]
-    ang = pos[:, None] * freq.astype(_f32(x))  # [T, H/2]
-    sin, cos = jnp.sin(ang)[None, :, None], jnp.cos(ang)[None, :, None]  # [1, T, 1, H/2]
+    ang = jnp.atleast_2d(pos)[..., None] * freq.astype(_f32(x))  # [B or 1, T, H/2]
+    sin, cos = jnp.sin(ang)[:, :, None], jnp.cos(ang)[:, :, None]  # [B or 1, T, 1, H/2]
     x1, x2 = jnp.split(x.astype(_f32(x)), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def block(cfg: Config, x, p, pos, cache=None):
-    """One pre-norm block. x [B, t, D]; pos [t] absolute positions; cache (k, v) [B, S, N, H] or None.
+def block(cfg: Config, x, p, pos, cache=None, segments=None):
+    """One pre-norm block. x [B, t, D]; pos [t] or [B, t] positions; cache (k, v) [B, S, N, H] or None;
+    segments [B, t] int or None.
 
-    Without a cache attention is causal over x itself (training). With a cache the new k, v are
-    written at pos and queries attend to every cached key at a position <= their own (sampling)."""
+    Without a cache attention is causal over x itself (training); with segments (packed examples,
+    instruct.py) a query sees only the keys of its own segment. With a cache the new k, v are written at
+    each row's pos and queries attend to every cached key at a position <= their own (sampling)."""
     h = rms_norm(x)
     q = jnp.einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
     k = jnp.einsum("btd,dnh->btnh", h, p["k"])
     v = jnp.einsum("btd,dnh->btnh", h, p["v"])
     q, k = rope(rms_norm(q), pos, cfg.rope_base), rope(rms_norm(k), pos, cfg.rope_base)  # qk-norm, then RoPE
-    if cache is None:
-        a = causal_attention(q, k, v)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
-    else:
-        k = jax.lax.dynamic_update_slice_in_dim(cache[0], k, pos[0], axis=1)  # [B, S, N, H]
-        v = jax.lax.dynamic_update_slice_in_dim(cache[1], v, pos[0], axis=1)
-        mask = pos[:, None] >= jnp.arange(k.shape[1])[None, :]  # [t, S]
-        a = jax.nn.dot_product_attention(q, k, v, mask=mask[None, None])
+    if cache is not None:  # each row writes its t new keys at its own position: [B, S, N, H]
+        pos = jnp.broadcast_to(jnp.atleast_2d(pos), x.shape[:2])  # [B, t]
+        write = jax.vmap(lambda c, new, p0: jax.lax.dynamic_update_slice_in_dim(c, new, p0, axis=0))
+        k, v = write(cache[0], k, pos[:, 0]), write(cache[1], v, pos[:, 0])
+        mask = pos[:, :, None] >= jnp.arange(k.shape[1])  # [B, t, S]
+        a = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
         cache = (k, v)
+    elif segments is not None:  # causal within each packed example: [B, 1, t, t]
+        same = segments[:, :, None] == segments[:, None, :]
+        a = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], is_causal=True)
+    else:
+        a = causal_attention(q, k, v)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
     x = x + jnp.einsum("btnh,nhd->btd", a, p["o"])
     h = rms_norm(x)
     x = x + gelu(h @ p["up"]) @ p["down"]  # [B, t, D]; gelu = jax.nn.gelu(approximate=True)
     return x, cache
 
 
-def hidden(params, tokens, cfg: Config, cache=None, start=0):
+def hidden(params, tokens, cfg: Config, cache=None, start=0, segments=None, adapt=None):
     """tokens [B, t] int -> final normed hidden states [B, t, D] in the compute dtype (and the updated
-    KV cache when one is given: {'k', 'v'} each [L, B, S, N, H]; start: position of tokens[:, 0])."""
+    KV cache when one is given: {'k', 'v'} each [L, B, S, N, H]; start: position of tokens[:, 0], an int
+    or one per row [B]). segments [B, t]: packed examples (instruct.py), each attending only to itself,
+    at positions from 0. adapt (lora.py): (weights of layer l, adapt['layers'] at l) -> the weights
+    layer l computes with, applied inside the scan, so one layer's adapted weights exist at a time."""
     ct = jnp.dtype(cfg.compute_dtype)
     p = jax.tree.map(lambda w: w.astype(ct), params)  # weights may be stored in bf16 or fp32
     x = p["embed"][tokens]  # [B, t, D]
-    pos = start + jnp.arange(tokens.shape[1])  # [t]
+    pos = (positions(segments) if segments is not None else
+           jnp.reshape(start, (-1, 1)) + jnp.arange(tokens.shape[1]))  # [B or 1, t]
 
     def body(x, layer):
-        p_l, c_l = layer
-        return block(cfg, x, p_l, pos, c_l)
+        p_l, c_l, a_l = layer
+        p_l = p_l if adapt is None else jax.tree.map(lambda w: w.astype(ct), adapt["fn"](p_l, a_l))
+        return block(cfg, x, p_l, pos, c_l, segments)
 
     if cfg.remat:
         body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-    xs = (p["blocks"], None if cache is None else (cache["k"], cache["v"]))
+    xs = (p["blocks"], None if cache is None else (cache["k"], cache["v"]), None if adapt is None else adapt["layers"])
     x, new = jax.lax.scan(body, x, xs, unroll=cfg.unroll)  # unrolled, XLA:CPU runs the 30M model 4% faster
     return rms_norm(x), (None if cache is None else {"k": new[0], "v": new[1]})
 
@@ -166,21 +178,44 @@ def init_cache(cfg: Config, batch_size, max_len):
     return {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
 
 
-def loss_fn(params, tokens, cfg: Config):
-    """Mean next-token cross-entropy over positions 0..T-2 of tokens [B, T] (last position unscored)."""
-    h, _ = hidden(params, tokens, cfg)
-    return head_loss(h, params["unembed"], tokens, cfg)
+def positions(segments):
+    """segments [B, T] (packed examples: equal ids are one example) -> each token's position within its
+    example [B, T], so a packed example is encoded as it would be alone (and as sampling encodes it)."""
+    T = segments.shape[1]
+    new = jnp.concatenate([jnp.ones_like(segments[:, :1], bool), segments[:, 1:] != segments[:, :-1]], axis=1)
+    first = jax.lax.cummax(jnp.where(new, jnp.arange(T), 0), axis=1)  # [B, T] where each token's example starts
+    return jnp.arange(T) - first
 
 
-def head_loss(h, unembed, tokens, cfg: Config):
-    """loss_fn after the final norm: the output embedding and the loss of final hidden states h [B, T, D]."""
+def batch_parts(batch):
+    """A batch is tokens [B, T] (text: every next token scored) or a dict of tokens, segments and mask
+    [B, T] (instruct.py: packed examples, only completion tokens scored) -> (tokens, segments, mask)."""
+    if isinstance(batch, dict):
+        return batch["tokens"], batch["segments"], batch["mask"]
+    return batch, None, None
+
+
+def loss_fn(params, batch, cfg: Config, adapt=None):
+    """Mean next-token cross-entropy over positions 0..T-2 of tokens [B, T] (last position unscored); of a
+    packed batch (batch_parts), the mean over the tokens its mask scores."""
+    tokens, segments, mask = batch_parts(batch)
+    h, _ = hidden(params, tokens, cfg, segments=segments, adapt=adapt)
+    return head_loss(h, params["unembed"], tokens, cfg, mask)
+
+
+def head_loss(h, unembed, tokens, cfg: Config, mask=None):
+    """loss_fn after the final norm: the output embedding and the loss of final hidden states h [B, T, D].
+    mask [B, T]: which tokens count as targets (position t predicts token t + 1); the loss is their mean
+    over the whole batch (a token-weighted mean, as the authors fine-tune)."""
     D = h.shape[-1]
     h = h[:, :-1].reshape(-1, D)  # [M, D], M = B·(T-1)
     # nll = logsumexp(h @ W) - (h @ W)[target], made a chunk of vocabulary columns at a time (kernels.py)
     nll, lse = cross_entropy(h, unembed.astype(h.dtype), tokens[:, 1:].reshape(-1), cfg.ce_chunk)
-    loss = nll.mean()
+    w = None if mask is None else mask[:, 1:].reshape(-1).astype(nll.dtype)  # [M]
+    mean = (lambda x: x.mean()) if w is None else (lambda x: jnp.sum(x * w) / jnp.maximum(w.sum(), 1))
+    loss = mean(nll)
     if cfg.z_loss:
-        loss = loss + cfg.z_loss * jnp.mean(lse**2)
+        loss = loss + cfg.z_loss * mean(lse**2)
     return loss
 
 

@@ -72,26 +72,30 @@ def activation_bytes(cfg, mcfg, mesh):
     return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
 
 
-def memory_plan(cfg, mcfg, abs_params, abs_opt, shard):
-    """Bytes per device, from the shard shapes the sharding rules give (works on an abstract mesh)."""
+def memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora=None):
+    """Bytes per device, from the shard shapes the sharding rules give (works on an abstract mesh). LoRA
+    (abs_lora): the base is frozen, so gradients, optimizer state and the accumulation buffer are the
+    adapters' (fp32), which add their own bytes."""
     mesh = shard["batch"].mesh
     per_device = lambda tree, sh, size=None: sum(math.prod(s.shard_shape(x.shape)) * (size or x.dtype.itemsize)
                                                  for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
     ct = jnp.dtype(mcfg.compute_dtype).itemsize
     whole = [math.prod(x.shape) / math.prod(mesh.shape[a] for a in s.spec if a == "model") * min(ct, x.dtype.itemsize)
              for x, s in zip(jax.tree.leaves(abs_params), jax.tree.leaves(shard["params"]))]
+    trained, t_shard = (abs_params, shard["params"]) if abs_lora is None else (abs_lora, shard["lora"])
     mem = {"params": per_device(abs_params, shard["params"]),
-           "gradients": per_device(abs_params, shard["params"]),  # jax.grad returns them in the params' dtype
+           **({} if abs_lora is None else {"lora adapters": per_device(abs_lora, shard["lora"])}),
+           "gradients": per_device(trained, t_shard),  # jax.grad returns them in the params' dtype
            "optimizer state": per_device(abs_opt, shard["opt"]),
            # step.accumulate_grads sums micro-batch gradients in fp32
-           "accumulation buffer": per_device(abs_params, shard["params"], 4) if cfg["grad_accum"] > 1 else 0,
+           "accumulation buffer": per_device(trained, t_shard, 4) if cfg["grad_accum"] > 1 else 0,
            "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # gather_weights, all layers
            "activations": activation_bytes(cfg, mcfg, mesh)}
     mem["total"] = sum(mem.values())
     return mem
 
 
-def report(cfg, run, mcfg, abs_params, abs_opt, shard, log):
+def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
     """Print (and return) what the run will cost: sizes, FLOPs, bytes per device, hours. Abstract: on an
     abstract mesh (--dry_run with plan_devices) this plans for hardware that is not present. `run` is
     the run's derived record (train.derive: steps, parameter counts, FLOPs per token)."""
@@ -106,7 +110,7 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log):
     B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
     flops_step = run["flops_per_token"] * B * T
     hours = run["n_steps"] * flops_step / (peak * n) / 3600
-    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard)
+    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora)
     gb = lambda x: f"{x / 1e9:9.3f} GB"
     log(f"plan: {n} x {kind} as mesh data {mesh.shape['data']} x model {mesh.shape['model']}"
         f"{' (planned: not present here)' if planned else ''}")
@@ -118,7 +122,10 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log):
         f"{hours / cfg['plan_mfu']:,.1f} h at plan_mfu {cfg['plan_mfu']:.0%}")
     log(f"  memory per device: batch {B} = {A} micro-batch(es) x {B // A} sequences, "
         f"{B // A // mesh.shape['data']} per data shard, of {T} tokens")
-    notes = {"params": mcfg.param_dtype, "gradients": mcfg.param_dtype, "optimizer state": f"{cfg['optimizer']}, fp32",
+    lora_note = f"rank {cfg['lora_rank']} on {cfg['lora_targets']}, fp32"
+    notes = {"params": mcfg.param_dtype + (", frozen" if abs_lora else ""), "lora adapters": lora_note,
+             "gradients": "of the adapters, fp32" if abs_lora else mcfg.param_dtype,
+             "optimizer state": f"{cfg['optimizer']}, fp32" + (", of the adapters" if abs_lora else ""),
              "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
              "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
              "activations": f"estimate: {'remat, block inputs + 1 block' if mcfg.remat else 'every block'} + loss"}

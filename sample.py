@@ -16,6 +16,8 @@ import jax.numpy as jnp
 
 import checkpoint
 import data
+import instruct
+import lora
 import model
 from config import fail, model_config
 
@@ -32,10 +34,40 @@ def sample_logits(logits, key, temperature, top_k):
 
 
 @partial(jax.jit, static_argnames=("cfg", "temperature", "top_k"), donate_argnames=("cache",))
-def extend(params, cache, tokens, start, key, cfg, temperature, top_k):
-    """Write tokens [B, t] into the cache at positions start.. and sample the token after them."""
-    logits, cache = model.forward(params, tokens, cfg, cache=cache, start=start)
-    return sample_logits(logits[:, -1], key, temperature, top_k), cache
+def extend(params, cache, tokens, start, key, cfg, temperature, top_k, last=None):
+    """Write tokens [B, t] into the cache at positions start.. (an int, or one per row [B]) and sample the
+    token after position `last` [B] of each row (default: the last)."""
+    h, cache = model.hidden(params, tokens, cfg, cache=cache, start=start)  # [B, t, D]
+    h = h[:, -1] if last is None else h[jnp.arange(h.shape[0]), last]  # [B, D]: the logits of one position
+    logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=jnp.float32)  # [B, V]
+    return sample_logits(logits, key, temperature, top_k), cache
+
+
+def complete(params, mcfg, prompts, max_new, stop, batch_size=64):
+    """Greedy completions of many prompts (lists of token ids), batch_size at a time: [ids up to `stop`].
+    Each row's prompt fills the cache from position 0 (rows padded on the right to the longest; a row's
+    next token is taken after its own prompt and written at its own position, so padding is never seen).
+    A prompt too long for max_new more tokens in seq_len keeps its last tokens."""
+    T = mcfg.seq_len
+    prompts = [p[-(T - max_new):] for p in prompts]
+    P, out = max(map(len, prompts)), []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        chunk += [chunk[-1]] * (batch_size - len(chunk))  # full batches: one compile
+        n = jnp.array([len(p) for p in chunk])  # [B]
+        ids = jnp.array([p + [stop] * (P - len(p)) for p in chunk], jnp.int32)  # [B, P]
+        kw = dict(key=jax.random.PRNGKey(0), cfg=mcfg, temperature=0.0, top_k=0)
+        nxt, cache = extend(params, model.init_cache(mcfg, batch_size, T), ids, 0, last=n - 1, **kw)
+        new = [nxt]
+        for j in range(1, max_new):
+            if bool(jnp.all(jnp.any(jnp.stack(new) == stop, axis=0))):
+                break
+            nxt, cache = extend(params, cache, nxt[:, None], n + j - 1, **kw)
+            new.append(nxt)
+        for row in jax.device_get(jnp.stack(new, axis=1))[:len(prompts) - i]:
+            row = row.tolist()
+            out.append(row[:row.index(stop)] if stop in row else row)
+    return out
 
 
 def load_run(out_dir):
@@ -49,11 +81,14 @@ def load_run(out_dir):
     if ckpt is None:
         fail(f"no valid checkpoint in '{out_dir}'")
     like = {"params": jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))}
+    if cfg.get("lora_rank"):  # a LoRA run: the frozen base and its adapters, merged here (lora.py)
+        like["lora"] = jax.eval_shape(partial(lora.init, like["params"], cfg), jax.random.PRNGKey(0))
     try:
         trees, meta = checkpoint.load(ckpt, like)
     except checkpoint.CheckpointError as e:
         fail(str(e))
-    return cfg, mcfg, trees["params"], meta
+    params = lora.merge(trees["params"], trees["lora"], lora.scale(cfg)) if "lora" in trees else trees["params"]
+    return cfg, mcfg, params, meta
 
 
 def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, num_samples=1):
@@ -75,26 +110,59 @@ def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, n
         yield nxt
 
 
+def answer_file(a, cfg, mcfg, params, tok):
+    """--prompt_file: greedy completions of every prompt (JSONL rows {"prompt"[, "completion"]}, as fine-tuning
+    reads them, or a text file of one prompt per line) as JSONL on stdout; with completions, the exact-match
+    accuracy on stderr (instruct.exact_match, the score train.py logs)."""
+    path = a.prompt_file
+    try:
+        rows = (instruct.read(path, prompts_only=True) if path.endswith(".jsonl") else
+                [(line.rstrip("\n"), None) for line in open(path, encoding="utf-8") if line.strip()])
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    ids = [[tok.eot] + tok.encode(p) for p, _ in rows]  # each prompt after <eot>, as fine-tuning packs it
+    outs = complete(params, mcfg, ids, a.max_new_tokens, tok.eot, a.batch_size)
+    right = 0
+    for (p, ref), o in zip(rows, outs):
+        text = tok.decode_bytes(o).decode("utf-8", "replace")
+        row = dict(prompt=p, completion=text)
+        if ref is not None:
+            row.update(reference=ref, correct=instruct.exact_match(text, ref))
+            right += row["correct"]
+        print(json.dumps(row))
+    scored = sum(ref is not None for _, ref in rows)
+    if scored:
+        print(f"# exact match {right}/{scored} = {right / scored:.1%}", file=sys.stderr)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out_dir", default="out/tiny")
     ap.add_argument("--prompt", default="\n", help="text to continue; '@file.txt' reads it from a file")
+    ap.add_argument("--prompt_file", default="", help="many prompts (.jsonl rows {prompt[, completion]}, or one per "
+                    "line): greedy answers as JSONL, exact-match accuracy where completions are given")
+    ap.add_argument("--batch_size", type=int, default=64, help="prompts answered at once (--prompt_file)")
     ap.add_argument("--max_new_tokens", type=int, default=300)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top_k", type=int, default=200)
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    if a.max_new_tokens < 1 or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0:
-        fail(f"need max_new_tokens >= 1, num_samples >= 1, temperature >= 0, top_k >= 0; got {a.max_new_tokens}, "
-             f"{a.num_samples}, {a.temperature}, {a.top_k}")
-    if a.prompt.startswith("@") and not os.path.isfile(a.prompt[1:]):
-        fail(f"prompt file '{a.prompt[1:]}' not found")
+    if a.max_new_tokens < 1 or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0 or a.batch_size < 1:
+        fail(f"need max_new_tokens >= 1, num_samples >= 1, temperature >= 0, top_k >= 0, batch_size >= 1; got "
+             f"{a.max_new_tokens}, {a.num_samples}, {a.temperature}, {a.top_k}, {a.batch_size}")
+    for f in [a.prompt[1:]] * a.prompt.startswith("@") + [a.prompt_file] * bool(a.prompt_file):
+        if not os.path.isfile(f):
+            fail(f"prompt file '{f}' not found")
     prompt = open(a.prompt[1:]).read() if a.prompt.startswith("@") else a.prompt
     cfg, mcfg, params, meta = load_run(a.out_dir)
     if a.top_k > mcfg.vocab_size:
         fail(f"top_k={a.top_k} is more than the model's vocab_size={mcfg.vocab_size}")
+    if a.prompt_file:  # an answer must fit in the context with at least one token of its prompt
+        a.max_new_tokens = min(a.max_new_tokens, mcfg.seq_len - 1)
     tok = data.TOKENIZERS[cfg.get("tokenizer", "gpt2")]
+    if a.prompt_file:
+        return answer_file(a, cfg, mcfg, params, tok)
     ids = tok.encode(prompt) or [tok.eot]
     print(f"# {a.out_dir} step {meta['step']}, {a.num_samples} sample(s), temperature {a.temperature}, top_k {a.top_k}",
           file=sys.stderr)

@@ -100,11 +100,16 @@ def like_shardings(state, params, p_shard, mesh):
     return jax.tree_util.tree_map_with_path(spec, state)
 
 
-def shardings(abs_params, abs_opt, mesh):
-    """Where every array of the train step lives. Batches [B, T] are split over 'data' on B."""
+def shardings(abs_params, abs_opt, mesh, abs_lora=None):
+    """Where every array of the train step lives. Batches [B, T] are split over 'data' on B. With LoRA
+    (abs_lora: the adapters, which the optimizer state is then keyed by), the adapters and their state
+    are small and replicated."""
     p = param_shardings(abs_params, mesh)
-    return {"params": p, "opt": like_shardings(abs_opt, abs_params, p, mesh),
-            "batch": NamedSharding(mesh, P("data", None))}
+    out = {"params": p, "batch": NamedSharding(mesh, P("data", None))}
+    if abs_lora is None:
+        return dict(out, opt=like_shardings(abs_opt, abs_params, p, mesh))
+    rep = lambda tree: jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+    return dict(out, lora=rep(abs_lora), opt=rep(abs_opt))
 
 
 def data_share(batch_sharding, B):
@@ -121,7 +126,9 @@ def data_share(batch_sharding, B):
 
 def global_batch(x, batch_sharding, B):
     """This process's rows x [b, T] -> the global [B, T] batch, one jax.Array split over 'data'; x [k, b, T]
-    (k steps' batches) -> [k, B, T] split the same way."""
+    (k steps' batches) -> [k, B, T] split the same way; a dict of such (instruct.py's batches), each."""
+    if isinstance(x, dict):
+        return {k: global_batch(v, batch_sharding, B) for k, v in x.items()}
     if x.ndim == 3:
         return jax.make_array_from_process_local_data(stacked(batch_sharding), x, (x.shape[0], B, x.shape[2]))
     return jax.make_array_from_process_local_data(batch_sharding, x, (B, x.shape[1]))

@@ -11,16 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 
 import fused
+import lora
 import model
 import noise_scale
 import rounding
 import sharding
 
 
-def loss_fn(mcfg, shard):
-    """(params, tokens [B, T]) -> mean loss, with FSDP weight gathering on the run's mesh."""
+def loss_fn(mcfg, shard, adapt=None):
+    """(params, batch) -> mean loss, with FSDP weight gathering on the run's mesh; a batch is tokens [B, T] or
+    a packed dict (model.batch_parts). adapt: (adapters) -> model.hidden's adapt (LoRA, lora.adapt)."""
     gather = sharding.gather_weights(shard, mcfg.compute_dtype)
-    return lambda params, tokens: model.loss_fn(gather(params), tokens, mcfg)
+    if adapt is None:
+        return lambda params, batch: model.loss_fn(gather(params), batch, mcfg)
+    return lambda params, batch, adapters: model.loss_fn(gather(params), batch, mcfg, adapt(adapters))
 
 
 def accumulate_grads(loss_fn, params, batch, n_micro: int):
@@ -43,6 +47,8 @@ def accumulate_grads(loss_fn, params, batch, n_micro: int):
 
 def unfused_reason(cfg, mcfg, opt):
     """None when the train step is fused.py's (config fused_update, where exact), else why not, in one line."""
+    if cfg["lora_rank"]:
+        return "LoRA: only the adapters have gradients, a small whole gradient"
     if not cfg["fused_update"]:
         return "fused_update=False"
     abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
@@ -51,12 +57,30 @@ def unfused_reason(cfg, mcfg, opt):
 
 def make_train_step(cfg, mcfg, opt, shard, k=1):
     """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated.
-    k > 1: k optimizer steps in one call, (params, opt_state, batches [k, B, T], first step) -> (..., losses [k])."""
-    train_step = unfused_step(cfg, mcfg, opt, shard) if unfused_reason(cfg, mcfg, opt) else \
-        fused.train_step_fn(cfg, mcfg, opt, shard)
+    k > 1: k optimizer steps in one call, (params, opt_state, batches [k, B, T], first step) -> (..., losses [k]).
+    LoRA (cfg lora_rank): (adapters, opt_state, batch, step, base params) -> (adapters, opt_state, loss)."""
+    if cfg["lora_rank"]:
+        train_step, trained, extra = lora_step(cfg, mcfg, opt, shard), shard["lora"], (shard["params"],)
+    else:
+        train_step = unfused_step(cfg, mcfg, opt, shard) if unfused_reason(cfg, mcfg, opt) else \
+            fused.train_step_fn(cfg, mcfg, opt, shard)
+        trained, extra = shard["params"], ()
     fn, batch = (train_step, shard["batch"]) if k == 1 else (scan_steps(train_step, k), sharding.stacked(shard["batch"]))
-    return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(shard["params"], shard["opt"], batch, None),
-                   out_shardings=(shard["params"], shard["opt"], None))
+    return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(trained, shard["opt"], batch, None, *extra),
+                   out_shardings=(trained, shard["opt"], None))
+
+
+def lora_step(cfg, mcfg, opt, shard):
+    """LoRA's train step: gradients of the adapters alone (the base is an input, never differentiated), the
+    optimizer on them in fp32; the adapted weights are formed layer by layer inside the model (lora.adapt)."""
+    s = lora.scale(cfg)
+    loss = loss_fn(mcfg, shard, adapt=lambda a: lora.adapt(a, s))
+
+    def train_step(adapters, opt_state, batch, step, base):
+        loss_v, grads = accumulate_grads(lambda a, b: loss(base, b, a), adapters, batch, cfg["grad_accum"])
+        updates, opt_state = opt.update(grads, opt_state, adapters)
+        return jax.tree.map(jnp.add, adapters, updates), opt_state, loss_v
+    return train_step
 
 
 def unfused_step(cfg, mcfg, opt, shard):
@@ -79,9 +103,9 @@ def scan_steps(train_step, k):
     """k train steps as one program (a lax.scan over batches [k, B, T]): the host dispatches once per k steps.
     A small model at batch size 1 spends much of its step in dispatch on CPU: configs/mini.py runs 1.24x the
     tokens/s at k = 16 (benchmarks/bench.py). The same steps; XLA may fuse them differently (~1e-7 apart)."""
-    def steps(params, opt_state, batches, step):
+    def steps(params, opt_state, batches, step, *rest):
         def body(carry, xs):
-            params, opt_state, loss = train_step(*carry, *xs)
+            params, opt_state, loss = train_step(*carry, *xs, *rest)
             return (params, opt_state), loss
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state),
                                                    (batches, step + jnp.arange(k, dtype=jnp.int32)))
@@ -89,19 +113,29 @@ def scan_steps(train_step, k):
     return steps
 
 
-def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, k=1):
+def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, k=1, packed=False, abs_lora=None):
     """The sharded train step (of k steps per call) lowered from abstract arguments (nothing is allocated);
-    `platform` lowers for devices that are not here (an abstract mesh: --dry_run with plan_devices)."""
+    `platform` lowers for devices that are not here (an abstract mesh: --dry_run with plan_devices).
+    packed: batches of instruction data (instruct.py); abs_lora: LoRA's adapters, trained instead of params."""
     place = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     B, T = cfg["batch_size"], cfg["seq_len"]
-    batch = (jax.ShapeDtypeStruct((B, T), jnp.int32, sharding=shard["batch"]) if k == 1 else
-             jax.ShapeDtypeStruct((k, B, T), jnp.int32, sharding=sharding.stacked(shard["batch"])))
-    traced = make_train_step(cfg, mcfg, opt, shard, k).trace(
-        place(abs_params, shard["params"]), place(abs_opt, shard["opt"]), batch, np.int32(0))
+    shape, sh = ((B, T), shard["batch"]) if k == 1 else ((k, B, T), sharding.stacked(shard["batch"]))
+    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sh)
+    if packed:
+        batch = dict(tokens=batch, segments=batch, mask=jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sh))
+    params = place(abs_params, shard["params"])
+    args = (place(abs_lora, shard["lora"]), place(abs_opt, shard["opt"]), batch, np.int32(0), params) if abs_lora \
+        else (params, place(abs_opt, shard["opt"]), batch, np.int32(0))
+    traced = make_train_step(cfg, mcfg, opt, shard, k).trace(*args)
     return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
 
 
-def make_eval_loss(mcfg, shard):
+def make_eval_loss(cfg, mcfg, shard):
+    """(params, batch) -> mean loss; LoRA: (base params, batch, adapters)."""
+    if cfg["lora_rank"]:
+        s = lora.scale(cfg)
+        return jax.jit(loss_fn(mcfg, shard, adapt=lambda a: lora.adapt(a, s)),
+                       in_shardings=(shard["params"], shard["batch"], shard["lora"]))
     return jax.jit(loss_fn(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
 
 

@@ -35,7 +35,7 @@ from scaling import COUNTS, V
 POLL_S = 1.0  # how often the runner looks at its processes
 DIVERGED_AFTER = 0.2  # a train loss above ln V (a uniform guess) after this fraction of the tokens: diverged
 MAX_POINTS_PER_GROUP = 16  # a tuning rule stops extending a grid here (a loss that never turns)
-RESULT_KEYS = ["status", "final_val_loss", "best_val_loss", "final_val_bpb", "final_train_loss", "tokens_per_s",
+RESULT_KEYS = ["status", "final_val_loss", "best_val_loss", "final_val_bpb", "final_val_accuracy", "final_train_loss", "tokens_per_s",
                "mfu", "peak_memory_mb", "memory", "wall_s", "attempts", "train_tokens", "n_steps", "run_b1",
                "run_b2", "run_t1", "run_t2", "reason"]  # run_*: the betas and half-lives train.py resolved
 
@@ -259,6 +259,7 @@ def summarize(out, state, reason=""):
     train = [m["train_loss"] for m in rows if "train_loss" in m]
     final = vals[-1] if vals and vals[-1]["step"] == run.get("n_steps") else {}
     r = dict(status=state, reason=reason, final_val_loss=final.get("val_loss"), final_val_bpb=final.get("val_bpb"),
+             final_val_accuracy=final.get("val_accuracy"),
              best_val_loss=min((m["val_loss"] for m in vals), default=None), final_train_loss=train[-1] if train else None,
              tokens_per_s=summ.get("tokens_per_s"), mfu=summ.get("mfu"), memory=summ.get("memory"),
              peak_memory_mb=summ["peak_memory_bytes"] / 2 ** 20 if "peak_memory_bytes" in summ else None,

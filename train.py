@@ -4,6 +4,7 @@ Everything is counted in tokens (budgets, eval/log/checkpoint intervals, optimiz
 paper argues hyperparameters should be. Runs on CPU, GPU or a TPU pod with the same code: the parameters
 are sharded over a (data, model) mesh and XLA (GSPMD) inserts the collectives (sharding.py).
 """
+import dataclasses
 import json
 import math
 import os
@@ -24,11 +25,14 @@ from tqdm import tqdm
 import checkpoint
 import config
 import data
+import instruct
 import kernels
+import lora
 import model
 import noise_scale
 import optim
 import plan
+import sample
 import sharding
 import step as steps
 from config import fail
@@ -36,21 +40,27 @@ from config import fail
 PROBE_EVERY_S = 30  # on CPU the matmul peak is measured again at the first log this long after the last
 
 
-def derive(cfg, mcfg, n_data):
+def derive(cfg, mcfg, n_data, packed=None):
     """The run's derived record (saved as run.json beside config.json, never mixed into it): steps, the
-    optimizer's resolved settings, parameter counts, FLOPs per token, the eval batch."""
+    optimizer's resolved settings, parameter counts, FLOPs per token, the eval batch. packed: instruction
+    data's (train, val) rows (instruct.py), whose budget train_tokens 0 is one epoch."""
     counts = model.count_params(mcfg)
     B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
     if 0 < cfg["train_tokens"] < B * T:
         fail(f"train_tokens={cfg['train_tokens']:,} is less than one step of batch_size x seq_len = {B * T:,} tokens")
-    n_steps = (cfg["train_tokens"] or 20 * counts["active"]) // (B * T)
+    epoch = packed and len(packed[0].tokens) * T  # fine-tuning: one pass over the packed rows by default
+    n_steps = (cfg["train_tokens"] or epoch or 20 * counts["active"]) // (B * T)
     if (B // A) % n_data:  # each micro-batch is split over the data axis
         fail(f"the micro-batch batch_size / grad_accum = {B // A} must be divisible by the {n_data}-way data axis "
              "of the mesh")
     eval_B = cfg["eval_batch_size"] or math.ceil(max(8, B // A) / n_data) * n_data
+    if packed and not cfg["eval_batch_size"]:  # a small held-out file: at most its rows, in whole data shards
+        eval_B = max(n_data, min(eval_B, len(packed[1].tokens) // n_data * n_data))
     if eval_B % n_data:
         fail(f"eval_batch_size={eval_B} must be divisible by the {n_data}-way data axis of the mesh")
     noise_b = max(1, B // 2)  # the noise scale's two batch sizes: b and 2b sequences of their own draw
+    if cfg["noise_every"] and (packed or cfg["lora_rank"]):
+        fail("noise_every measures pre-training gradients: not with instruction data or LoRA")
     if cfg["noise_every"] and noise_b % n_data:
         fail(f"noise_every: its half batch max(1, batch_size // 2) = {noise_b} must be divisible by the {n_data}-way "
              "data axis of the mesh")
@@ -83,12 +93,45 @@ def load_data(cfg):
         fail(str(e))
 
 
-def evaluate(eval_loss, params, val, cfg, B, batch_sharding):
-    """Mean loss over the first eval_tokens of the validation split (the same batches every time)."""
+def evaluate(eval_loss, model_args, val, cfg, B, batch_sharding):
+    """Mean loss over the first eval_tokens of the validation split (the same batches every time); of
+    instruction data (instruct.Packed), over its held-out rows, each batch's mean over its completion tokens."""
     share = sharding.data_share(batch_sharding, B)
-    losses = [eval_loss(params, sharding.global_batch(x, batch_sharding, B))
-              for x in data.eval_batches(val, B, cfg["seq_len"], cfg["eval_tokens"], *share)]
+    batches = (instruct.eval_batches(val, B, cfg["eval_tokens"], *share) if isinstance(val, instruct.Packed) else
+               data.eval_batches(val, B, cfg["seq_len"], cfg["eval_tokens"], *share))
+    losses = [eval_loss(*model_args(sharding.global_batch(x, batch_sharding, B))) for x in batches]
     return float(np.mean(jax.device_get(losses)))
+
+
+def accuracy(params, mcfg, val, cfg, B):
+    """Exact-match accuracy of greedy answers to the first eval_examples held-out prompts (instruct.py)."""
+    tok, ex = data.TOKENIZERS[cfg["tokenizer"]], val.examples[:cfg["eval_examples"]]
+    n_new = cfg["answer_tokens"] or max(len(tok.encode(c)) for _, c in ex) + 1  # + its <eot>
+    outs = sample.complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p, _ in ex], n_new, tok.eot, B)
+    return float(np.mean([instruct.exact_match(tok.decode_bytes(o).decode("utf-8", "replace"), c)
+                          for o, (_, c) in zip(outs, ex)]))
+
+
+def load_instruct(cfg, log):
+    """Instruction data (data = a JSONL of prompt/completion rows): (train, val) instruct.Packed."""
+    try:
+        packed = instruct.load(cfg["data"], cfg["val_data"], cfg["tokenizer"], cfg["seq_len"])
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    for name, p in zip(("train", "val"), packed):
+        log(f"instruction data, {name}: {len(p.examples):,} examples in {len(p.tokens):,} rows of {cfg['seq_len']} "
+            f"tokens, {p.mask.sum():,} completion tokens scored" +
+            (f"; {p.skipped:,} longer than seq_len skipped" if p.skipped else ""))
+    return packed
+
+
+def weights_from(path, meta, mcfg, key, shard):
+    """A checkpoint's weights as the run's initial params, cast to the config's param_dtype (fp32 weights
+    fine-tuned in bf16: round to nearest once)."""
+    saved = dataclasses.replace(mcfg, param_dtype=meta.get("config", {}).get("param_dtype", mcfg.param_dtype))
+    params = checkpoint.load(path, {"params": jax.eval_shape(partial(model.init, saved), key)}, shard)[0]["params"]
+    cast = jax.jit(lambda p: jax.tree.map(lambda w: w.astype(mcfg.param_dtype), p), out_shardings=shard["params"])
+    return params if saved == mcfg else cast(params)
 
 
 class Meter:
@@ -224,6 +267,21 @@ def save(cfg, run, done, trees, history, pending, n_train, noise):
         fail(f"could not write the checkpoint of step {done:,}: {e}")
 
 
+def merged_run(cfg, run, done, params, log):
+    """A LoRA run's weights with the adapters merged in, as a normal run in <out_dir>/merged (config.json and
+    one checkpoint): sample.py, and a later --init_from, read it like any other run."""
+    out = os.path.join(cfg["out_dir"], "merged")
+    new = dict(cfg, out_dir=out, lora_rank=0, init_from=cfg["out_dir"])
+    os.makedirs(out, exist_ok=True)
+    if jax.process_index() == 0:
+        write_json(os.path.join(out, "config.json"), new)
+    try:
+        checkpoint.save(out, done, {"params": params}, dict(config=new, run=run, merged_from=cfg["out_dir"]), keep=1)
+    except OSError as e:
+        fail(f"could not write the merged weights to {out}: {e}")
+    log(f"LoRA: the adapters merged into the weights, a normal run in {out}")
+
+
 def write_json(path, obj, lines=False):
     text = "".join(json.dumps(r) + "\n" for r in obj) if lines else json.dumps(obj, indent=1)
     checkpoint.atomic_write(path, lambda f: f.write(text))
@@ -236,11 +294,12 @@ def main(argv):
     sharding.init_distributed(cfg)
     mcfg = config.model_config(cfg)
     mesh = sharding.make_mesh(cfg)
-    run = derive(cfg, mcfg, mesh.shape["data"])
-    B, T, n_steps, tokens_per_step = cfg["batch_size"], cfg["seq_len"], run["n_steps"], run["tokens_per_step"]
-    opt, sched = optim.from_config(cfg, run, n_steps)
     master = jax.process_index() == 0
     log = print if master else (lambda *a, **k: None)
+    packed = load_instruct(cfg, log) if instruct.is_instruct(cfg["data"]) else None  # fine-tuning data (small)
+    run = derive(cfg, mcfg, mesh.shape["data"], packed)
+    B, T, n_steps, tokens_per_step = cfg["batch_size"], cfg["seq_len"], run["n_steps"], run["tokens_per_step"]
+    opt, sched = optim.from_config(cfg, run, n_steps)
     plan.check(cfg)
     if not cfg["dry_run"]:  # a refused start (bad checkpoint, missing data) fails here, in one line
         start, meta, stale = checkpoint.start_point(cfg, run, log)
@@ -264,15 +323,20 @@ def main(argv):
     # -- the plan: abstract shapes first, nothing is allocated until we know it fits (dry_run stops here)
     key = jax.random.PRNGKey(cfg["seed"])
     abs_params = jax.eval_shape(partial(model.init, mcfg), key)
-    abs_opt = jax.eval_shape(opt.init, abs_params)
-    shard = sharding.shardings(abs_params, abs_opt, mesh)
-    report = plan.report(cfg, run, mcfg, abs_params, abs_opt, shard, log)
+    abs_lora = jax.eval_shape(partial(lora.init, abs_params, cfg), key) if cfg["lora_rank"] else None
+    abs_opt = jax.eval_shape(opt.init, abs_lora or abs_params)  # LoRA: the optimizer sees only the adapters
+    shard = sharding.shardings(abs_params, abs_opt, mesh, abs_lora)
+    report = plan.report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora)
+    if cfg["lora_rank"]:
+        log(f"LoRA: {lora.count(abs_params, cfg):,} trained numbers (rank {cfg['lora_rank']}, scale "
+            f"{lora.scale(cfg):g}, on {cfg['lora_targets']}); the {run['params_total']:,} weights are frozen")
+    lower = lambda shard, **kw: steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, packed=bool(packed),
+                                                       abs_lora=abs_lora, **kw)
     if cfg["dry_run"]:  # build the sharded step for real, short of running it
         t0 = time.perf_counter()
-        lowered = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, plan.lowering_platform(report))
+        lowered = lower(shard, platform=plan.lowering_platform(report))
         seconds, local = time.perf_counter() - t0, report["planned"] and cfg["plan_compile"] and sharding.local_mesh_like(mesh)
-        stand_in = local and steps.lower_train_step(cfg, mcfg, opt, sharding.shardings(abs_params, abs_opt, local),
-                                                    abs_params, abs_opt)
+        stand_in = local and lower(sharding.shardings(abs_params, abs_opt, local, abs_lora))
         return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, seconds, log, stand_in or None))
     if report["hours"] > cfg["max_hours"] and not cfg["force"]:
         fail(f"this run needs >= {report['hours']:,.1f} h at 100% MFU on {jax.device_count()} x "
@@ -284,29 +348,40 @@ def main(argv):
         log(f"overwrite: deleting the {len(stale)} checkpoint(s) of the previous run in {cfg['out_dir']}")
         for p in stale:
             shutil.rmtree(p)
-    tdata = load_data(cfg)
-    if len(tdata.train) < T:
-        fail(f"the train split of {cfg['data']!r} ({len(tdata.train):,} tokens) holds no sequence of {T} tokens")
-    if len(tdata.val) < run["eval_batch_size"] * T:  # found now, not at the first eval
-        fail(f"the val split of {cfg['data']!r} ({len(tdata.val):,} tokens) is shorter than one eval batch of "
+    if packed:  # packed rows of instruction data, or a token stream
+        train_src, val_src = packed
+        n_train, val_tokens = train_src.tokens.size, val_src.tokens.size
+    else:
+        tdata = load_data(cfg)
+        train_src, val_src, n_train, val_tokens = tdata.train, tdata.val, len(tdata.train), len(tdata.val)
+    if n_train < T:
+        fail(f"the train split of {cfg['data']!r} ({n_train:,} tokens) holds no sequence of {T} tokens")
+    if val_tokens < run["eval_batch_size"] * T:  # found now, not at the first eval
+        fail(f"the val split of {cfg['data']!r} ({val_tokens:,} tokens) is shorter than one eval batch of "
              f"{run['eval_batch_size']} x {T} tokens; lower eval_batch_size or seq_len")
-    if resume and meta["data"]["train_tokens"] != len(tdata.train) and not cfg["allow_budget_change"]:
+    if resume and meta["data"]["train_tokens"] != n_train and not cfg["allow_budget_change"]:
         fail(f"cannot resume {start}: its data had {meta['data']['train_tokens']:,} training tokens, {cfg['data']!r} "
-             f"has {len(tdata.train):,}, so the batches after step {meta['step']:,} would differ")
+             f"has {n_train:,}, so the batches after step {meta['step']:,} would differ")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     if master:
         write_json(os.path.join(cfg["out_dir"], "config.json"), cfg)
         write_json(os.path.join(cfg["out_dir"], "run.json"), run)
     try:  # only the arrays the run uses are created: a resumed run does not also initialize a model
         if resume:
-            trees = checkpoint.load(start, {"params": abs_params, "opt": abs_opt}, shard)[0]
-            params, opt_state = trees["params"], trees["opt"]
+            trees = checkpoint.load(start, {"params": abs_params, "opt": abs_opt,
+                                            **({"lora": abs_lora} if abs_lora else {})}, shard)[0]
+            params, opt_state, adapters = trees["params"], trees["opt"], trees.get("lora")
         else:  # scratch, or fine-tuning from a checkpoint's weights with a fresh optimizer at step 0
-            params = (checkpoint.load(start, {"params": abs_params}, shard)[0]["params"] if start else
+            params = (weights_from(start, meta, mcfg, key, shard) if start else
                       jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(key))
-            opt_state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
+            adapters = jax.jit(lambda p, k: lora.init(p, cfg, k), out_shardings=shard["lora"])(
+                params, jax.random.fold_in(key, 1)) if abs_lora else None
+            opt_state = jax.jit(opt.init, out_shardings=shard["opt"])(params if adapters is None else adapters)
     except checkpoint.CheckpointError as e:
         fail(str(e))
+    # what the optimizer trains (the weights, or LoRA's adapters), and the rest of the model's arguments
+    trained, frozen = (params, ()) if adapters is None else (adapters, (params,))
+    weights = lambda trained: trained if adapters is None else lora.merge(params, trained, lora.scale(cfg))
     # The run's history is the checkpoint's: metrics.jsonl is cut back to it (a killed run may have logged
     # past its last checkpoint), and the losses of a half-done log window carry over, so the resumed log
     # is line for line the uninterrupted one.
@@ -322,16 +397,18 @@ def main(argv):
     t0 = time.perf_counter()
     k = min(cfg["steps_per_call"], max(1, cfg["log_every"] // tokens_per_step))  # steps per call, at most a log
     # window's (the last call takes the remainder)
-    train_steps = {n: steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, k=n).compile()
-                   for n in {min(k, n_steps - step0), (n_steps - step0) % k or k} if n > 0}
-    eval_loss = steps.make_eval_loss(mcfg, shard)
+    train_steps = {n: lower(shard, k=n).compile() for n in {min(k, n_steps - step0), (n_steps - step0) % k or k} if n > 0}
+    eval_loss = steps.make_eval_loss(cfg, mcfg, shard)
+    model_args = lambda b: (trained, b) if adapters is None else (params, b, trained)  # eval_loss's arguments
     noise_norms = steps.make_noise_norms(mcfg, shard) if cfg["noise_every"] else None
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
 
     # -- the training loop
     share = sharding.data_share(shard["batch"], B)  # this process reads only the rows its devices hold
-    rows_of = lambda s: data.get_batch(tdata.train, B, T, cfg["seed"], s, *share)  # [b, T]: this process's rows
-    get = lambda s, n: sharding.global_batch(rows_of(s) if n == 1 else np.stack([rows_of(s + j) for j in range(n)]),
+    rows_of = ((lambda s: instruct.get_batch(train_src, B, cfg["seed"], s, *share)) if packed else
+               (lambda s: data.get_batch(train_src, B, T, cfg["seed"], s, *share)))  # [b, T]: this process's rows
+    stack = lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]} if packed else np.stack(xs)
+    get = lambda s, n: sharding.global_batch(rows_of(s) if n == 1 else stack([rows_of(s + j) for j in range(n)]),
                                              shard["batch"], B)  # the batches of steps s .. s+n-1
     every = lambda n: max(1, n // tokens_per_step) if n else 0  # token interval -> steps
     log_every, eval_every, ckpt_every = every(cfg["log_every"]), every(cfg["eval_every"]), every(cfg["ckpt_every"])
@@ -350,7 +427,7 @@ def main(argv):
         for i in range(step0, n_steps, k):
             # 1. n optimizer steps (one, or steps_per_call) on B sequences each; the host runs ahead while the
             #    device computes (async dispatch)
-            params, opt_state, loss = train_steps[n](params, opt_state, batch, np.int32(i))
+            trained, opt_state, loss = train_steps[n](trained, opt_state, batch, np.int32(i), *frozen)
             pending.append(loss)
             done = i + n
             bar.update(n)
@@ -365,22 +442,29 @@ def main(argv):
             if hit(log_every) or done == n_steps:
                 losses = flat(pending)
                 check_finite(losses, done, cfg["out_dir"])
-                m = dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, params),
+                m = dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, trained),
                          lr=float(sched(done - 1)))
                 rows.append(m)
                 bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}", mfu=f"{m['mfu']:.1%}")
                 pending = []
             # 4. eval on the held-out split, at its interval and at the end
             if hit(eval_every) or done == n_steps:
-                with meter.paused(params):
-                    val = evaluate(eval_loss, params, tdata.val, cfg, run["eval_batch_size"], shard["batch"])
-                bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
-                rows.append(dict(at, val_loss=val, val_bpb=bpb))
-                bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
+                with meter.paused(trained):
+                    val = evaluate(eval_loss, model_args, val_src, cfg, run["eval_batch_size"], shard["batch"])
+                    acc = accuracy(weights(trained), mcfg, val_src, cfg, run["eval_batch_size"]) \
+                        if packed and cfg["eval_examples"] else None
+                if packed:  # instruction data: the loss of the completions, and answers right
+                    rows.append(dict(at, val_loss=val, **({} if acc is None else {"val_accuracy": acc})))
+                    bar.write(f"step {done}: val loss {val:.4f}" + (f", exact match {acc:.1%}" if acc is not None
+                                                                     else "")) if master else None
+                else:
+                    bpb = val / math.log(2) / tdata.meta["val_bytes_per_token"]  # bits per byte: across tokenizers
+                    rows.append(dict(at, val_loss=val, val_bpb=bpb))
+                    bar.write(f"step {done}: val loss {val:.4f}, {bpb:.3f} bits per byte") if master else None
             # 5. the gradient noise scale, on 2b sequences of its own (a stream apart from the training batches)
             if hit(noise_every):
-                with meter.paused(params):
-                    rows.append(dict(at, **measure_noise(noise, noise_norms, params, tdata.train, cfg, nb, shard["batch"],
+                with meter.paused(trained):
+                    rows.append(dict(at, **measure_noise(noise, noise_norms, trained, train_src, cfg, nb, shard["batch"],
                                                          done)))
             history += rows  # this step's metrics lines, also appended to metrics.jsonl
             if master and rows:
@@ -389,8 +473,10 @@ def main(argv):
             # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
             halt = interrupt.agreed(hit(log_every))
             if hit(ckpt_every) or done == n_steps or halt:
-                with meter.paused(params):
-                    save(cfg, run, done, {"params": params, "opt": opt_state}, history, pending, len(tdata.train), noise)
+                with meter.paused(trained):
+                    trees = {"params": trained, "opt": opt_state} if adapters is None else \
+                        {"params": params, "lora": trained, "opt": opt_state}
+                    save(cfg, run, done, trees, history, pending, n_train, noise)
             if halt:
                 log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; "
                     "resume with --init_from=resume")
@@ -405,6 +491,8 @@ def main(argv):
                    dict(meter.totals() or {}, peak_memory_bytes=mem, memory=kind, steps_this_process=done - step0))
     if noise.n:
         log(noise_scale.advice(noise.b_simple, B, T))
+    if adapters is not None and done == n_steps > step0:  # the adapters merged: a normal run that needs no lora.py
+        merged_run(cfg, run, done, weights(trained), log)
     return dict(run, config=cfg)
 
 
