@@ -107,7 +107,8 @@ def accuracy(params, mcfg, val, cfg, B):
     """Exact-match accuracy of greedy answers to the first eval_examples held-out prompts (instruct.py)."""
     tok, ex = data.TOKENIZERS[cfg["tokenizer"]], val.examples[:cfg["eval_examples"]]
     n_new = cfg["answer_tokens"] or max(len(tok.encode(c)) for _, c in ex) + 1  # + its <eot>
-    outs = sample.complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p, _ in ex], n_new, tok.eot, B)
+    outs = sample.complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p, _ in ex], n_new, tok.eot,
+                           min(len(ex), max(B, 64)))  # prompts at once: no gradients, so wider than a batch
     return float(np.mean([instruct.exact_match(tok.decode_bytes(o).decode("utf-8", "replace"), c)
                           for o, (_, c) in zip(outs, ex)]))
 

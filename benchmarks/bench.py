@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
 import kernels  # noqa: E402
+import lora  # noqa: E402
 import model  # noqa: E402
 import optim  # noqa: E402
 import plan  # noqa: E402
@@ -41,6 +42,11 @@ MEMORY_RUNS = {"SGD": ["--optimizer=sgd"], "Adafactor": ["--optimizer=adafactor"
                "AdamW + 2 micro-batches": ["--optimizer=adamw", "--batch_size=2", "--grad_accum=2"]}
 MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items()},  # the whole gradient first
                **{f"{k}, fused": [*v, "--fused_update=True"] for k, v in MEMORY_RUNS.items() if "micro" not in k}}
+# the fine-tuning comparison's five ways (README "Fine-tuning"), each at its own batch size and precision
+BF16 = ["--param_dtype=bfloat16", "--compute_dtype=bfloat16"]
+FINETUNE_RUNS = {"AdamW, batch 1, fp32": ["--optimizer=adamw"], "AdamW, batch 16, fp32": ["--optimizer=adamw", "--batch_size=16"],
+                 "Adafactor, batch 1, bf16 + SR": ["--optimizer=adafactor", *BF16], "SGD, batch 1, fp32": ["--optimizer=sgd"],
+                 "LoRA r 8 (AdamW), batch 1, bf16 base": ["--optimizer=adamw", "--lora_rank=8", *BF16]}
 
 
 def build_opt(cfg):
@@ -49,16 +55,22 @@ def build_opt(cfg):
 
 
 def build(cfg):
-    """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them."""
-    mcfg = config.model_config(cfg)
+    """Compiled train step, fresh params and optimizer state, and the batch sharding, as train.main makes them.
+    LoRA (lora_rank): the step trains the adapters (returned in place of params) with the base bound."""
+    mcfg, key = config.model_config(cfg), jax.random.PRNGKey(cfg["seed"])
     opt = build_opt(cfg)
-    abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(cfg["seed"]))
-    abs_opt = jax.eval_shape(opt.init, abs_params)
-    shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg))
-    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(jax.random.PRNGKey(cfg["seed"]))
-    state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
-    step = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt).compile()
-    return step, params, state, shard["batch"]
+    abs_params = jax.eval_shape(partial(model.init, mcfg), key)
+    abs_lora = jax.eval_shape(partial(lora.init, abs_params, cfg), key) if cfg["lora_rank"] else None
+    abs_opt = jax.eval_shape(opt.init, abs_lora or abs_params)
+    shard = sharding.shardings(abs_params, abs_opt, sharding.make_mesh(cfg), abs_lora)
+    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(key)
+    compiled = steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, abs_lora=abs_lora).compile()
+    if abs_lora is None:
+        return compiled, params, jax.jit(opt.init, out_shardings=shard["opt"])(params), shard["batch"]
+    adapters = jax.jit(lambda p, k: lora.init(p, cfg, k), out_shardings=shard["lora"])(params, key)
+    step = lambda a, s, b, i: compiled(a, s, b, i, params)
+    step.memory_analysis, step.base = compiled.memory_analysis, params
+    return step, adapters, jax.jit(opt.init, out_shardings=shard["opt"])(adapters), shard["batch"]
 
 
 def scanned(cfg, k):
@@ -187,17 +199,19 @@ def memory_child(argv, floor):
         xla = m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
     stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use") or _peak_rss()
-    P = sum(x.size for x in jax.tree.leaves(params))
-    weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    trained, base = params, getattr(step, "base", params) if not floor else params  # LoRA: adapters, frozen base
+    nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
+    P, weights = sum(x.size for x in jax.tree.leaves(base)), nbytes(base)
     fused = cfg["fused_update"] and steps.unfused_reason(cfg, config.model_config(cfg), build_opt(cfg)) is None
-    account = (1 if fused else 2) * weights + optim.state_bytes(  # fused: no whole gradient
-        cfg["optimizer"], params, 0.9 if cfg["optimizer"] == "adamw" else 0.0)
-    account += 4 * P if cfg["grad_accum"] > 1 else 0  # the fp32 accumulation buffer
+    grad = 0 if fused else nbytes(trained)  # fused: no whole gradient
+    account = weights + (nbytes(trained) if trained is not base else 0) + grad + optim.state_bytes(
+        cfg["optimizer"], trained, 0.9 if cfg["optimizer"] == "adamw" else 0.0)
+    account += 4 * sum(x.size for x in jax.tree.leaves(trained)) if cfg["grad_accum"] > 1 else 0  # fp32 buffer
     print(json.dumps(dict(peak=peak, params=P, weights=weights, accounting=account, xla=xla,
                           device="peak_bytes_in_use" in stats)))
 
 
-def memory(argv):
+def memory(argv, runs=MEMORY_RUNS, title="memory at batch size 1"):
     def child(extra):
         r = subprocess.run([sys.executable, __file__, "--floor" if extra == ["--floor"] else "--memory_child", *argv,
                             *MEMORY_MODEL, *[e for e in extra if e != "--floor"]], capture_output=True, text=True)
@@ -206,12 +220,12 @@ def memory(argv):
         return json.loads(r.stdout.strip().splitlines()[-1])
     base = child(["--floor"])  # the runtime and the weights
     mib = lambda b: f"{b / 2**20:,.0f}"
-    print(f"\n## memory at batch size 1 ({base['params']:,} parameters, {mib(base['weights'])} MiB of fp32 weights; "
+    print(f"\n## {title} ({base['params']:,} parameters, {mib(base['weights'])} MiB of fp32 weights; "
           f"{'device peak' if base['device'] else 'peak RSS during steps 2-4'}; floor: the runtime and the weights = "
           f"{mib(base['peak'])} MiB)\n")
     print("| optimizer | peak (MiB) | peak - floor + weights | XLA: the compiled step's buffers | accounting: weights + "
           "gradient (not fused) + state (+ fp32 buffer) |\n|---|---|---|---|---|")
-    for name, extra in MEMORY_RUNS.items():
+    for name, extra in runs.items():
         m = child(extra)
         print(f"| {name} | {mib(m['peak'])} | {mib(m['peak'] - base['peak'] + base['weights'])} | {mib(m['xla'])} | "
               f"{mib(m['accounting'])} |")
@@ -236,6 +250,8 @@ def main(argv):
         steps_per_call(cfg, [int(k) for k in own["steps_per_call"].split(",")], rounds, seconds)
     if "memory" in sections:
         memory(argv)
+    if "finetune" in sections:  # the fine-tuning comparison's memory (README "Fine-tuning")
+        memory(argv, FINETUNE_RUNS, "memory of the fine-tuning comparison's five ways")
 
 
 if __name__ == "__main__":

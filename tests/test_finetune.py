@@ -111,11 +111,14 @@ def test_batched_greedy_answers_equal_full_forward_decoding():
     params = model.init(CFG, jax.random.PRNGKey(6))
     prompts = [[0, *b"ab"], [0, *b">>> 12 + 7\n"], [0], [0, *b"xyz"]]
     got = sample.complete(params, CFG, prompts, 6, stop=-1, batch_size=3)  # stop -1: never, all 6 tokens
+    # the next token after position n - 1 of a fixed [1, T] buffer (causal: what lies after n - 1 is not seen)
+    nxt = jax.jit(lambda x, n: jnp.argmax(model.forward(params, x, CFG)[0, n - 1]))
     for p, g in zip(prompts, got):
-        x = list(p)
-        for _ in range(6):
-            x.append(int(jnp.argmax(model.forward(params, jnp.array([x]), CFG)[0, -1])))
-        assert g == x[len(p):]
+        x = np.zeros((1, CFG.seq_len), np.int32)
+        x[0, :len(p)] = p
+        for n in range(len(p), len(p) + 6):
+            x[0, n] = nxt(x, n)
+        assert g == x[0, len(p):len(p) + 6].tolist()
     stop = got[1][2]  # a row stops at its stop token, which is not returned
     assert sample.complete(params, CFG, prompts[1:2], 6, stop=stop)[0] == got[1][:got[1].index(stop)]
 
