@@ -8,7 +8,7 @@ from sweep import grid  # noqa: F401 (a sweep file's helpers)
 config = "configs/ft_base.py"
 settings = dict(init_from="out/ft_base", data="data/arith/train.jsonl", val_data="data/arith/val.jsonl",
                 train_tokens=524_288, schedule="constant", warmup=0.0, eval_every=131_072, log_every=16_384,
-                ckpt_every=131_072, eval_examples=500, fused_update=True, t1=10_000, t2=200_000)
+                ckpt_every=131_072, eval_examples=500, fused_update=True, t2=200_000)  # b1: 0.9, as the authors fine-tune
 BF16 = dict(param_dtype="bfloat16", compute_dtype="bfloat16")
 WAYS = [  # (train.py keys, first LR guess): Adam at batch sizes 1 and 16, Adafactor in bf16 + SR, SGD, LoRA (Adam)
     (dict(optimizer="adamw", batch_size=1), 1e-3),

@@ -160,11 +160,12 @@ def ft_args(w, out, **kw):
     cfg = dict(out_dir=str(w / out), data=str(w / "train.jsonl"), val_data=str(w / "val.jsonl"), tokenizer="bytes",
                vocab_size=256, d_model=32, n_layers=1, head_dim=16, seq_len=T, batch_size=2, train_tokens=STEPS * 2 * T,
                log_every=2 * T, ckpt_every=CKPT * 2 * T, eval_every=20 * 2 * T, eval_examples=8, lr=3e-3,
-               schedule="constant", peak_flops=1e12, seed=0, **kw)
+               schedule="constant", peak_flops=1e12, seed=0)
+    cfg.update(kw)
     return [f"--{k}={v}" for k, v in cfg.items()]
 
 
-@pytest.mark.parametrize("kw", [dict(lora_rank=4, optimizer="adamw"),
+@pytest.mark.parametrize("kw", [dict(lora_rank=4, optimizer="adamw", steps_per_call=4, log_every=4 * 2 * T),
                                 dict(optimizer="adafactor", param_dtype="bfloat16", fused_update=True)],
                          ids=["lora-adamw", "adafactor-bf16-fused"])
 def test_finetuning_resumes_bit_for_bit(task, kw):
@@ -178,7 +179,8 @@ def test_finetuning_resumes_bit_for_bit(task, kw):
     assert ("train step: fused" in p.stdout) == (name == "full")
     p = train(task, ft_args(task, out.name, **kw), code=KILLER, env=dict(KILL_AT="25"))
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
-    assert [s for s, _ in checkpoint.list_checkpoints(out)] == [10, 20]
+    # the checkpoints of the calls that crossed 10 and 20 (LoRA: 4 steps per call, the kill before step 24's call)
+    assert [s for s, _ in checkpoint.list_checkpoints(out)] == ([12, 20] if name == "lora" else [10, 20])
     ok(train(task, ft_args(task, out.name, init_from="resume", **kw)))
     rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     logged = lambda d: [(r["step"], k, r[k]) for r in rows(d) for k in ("train_loss", "val_loss", "val_accuracy", "lr")
@@ -194,3 +196,16 @@ def test_finetuning_resumes_bit_for_bit(task, kw):
         _, _, from_adapters, _ = sample.load_run(str(ref))
         for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(from_adapters)):
             np.testing.assert_array_equal(x, y)
+
+
+def test_dry_run_plan_counts_lora_memory(task):
+    """The plan of a LoRA run (D 32, L 1, N 2 x H 16, F 128; rank 4 on q, k, v, o, up, down): the base's
+    weights in their dtype, and the adapters' r·(in + out) numbers per layer in fp32, as weights, gradient and
+    (AdamW) twice over as optimizer state."""
+    import train
+    r = train.main(ft_args(task, "plan", lora_rank=4, param_dtype="bfloat16", dry_run=True))
+    n = 4 * (4 * (32 + 32) + (32 + 128) + (128 + 32))  # q, k, v, o: D -> N·H = 32; up: D -> F; down: F -> D
+    P = 2 * 256 * 32 + 4 * 32 * 32 + 2 * 32 * 128
+    mem = r["plan"]["mem"]
+    assert mem["params"] == 2 * P and mem["lora adapters"] == mem["gradients"] == 4 * n
+    assert mem["optimizer state"] == 8 * n + 4  # m, v and the step counter
