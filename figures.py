@@ -1,12 +1,15 @@
 """The paper's batch-size figures, from the CSVs that sweep.py writes, and the numbers behind its claims.
 
     python figures.py assets/sweeps/fig1a.csv assets/sweeps/fig5.csv
+    python figures.py --finetune assets/sweeps/finetune.csv
 
 writes next to the first CSV: fig1a.png (best val loss by batch size, per optimizer: paper Fig. 1a),
 lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Adam's loss against t2
 around its best), fig5.png (β2 = 0.95 at every batch size against t2 fixed: Fig. 5) and curves.png
 (train loss against tokens of each batch size's best run), and prints the claims table (README).
 A point that diverged is drawn as an x at the top of its panel; seeds, if a sweep has them, are averaged.
+--finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
+and its table (README "Fine-tuning").
 """
 import argparse
 import csv
@@ -163,14 +166,61 @@ def claims(rows, rows95=None):
     return out
 
 
+def way(r):
+    """The fine-tuning comparison's name of a row of sweeps/finetune.py's CSV."""
+    bf16 = ", bf16 + SR" if r.get("param_dtype") == "bfloat16" else ""
+    if r.get("lora_rank"):
+        return f"LoRA r {int(r['lora_rank'])} ({OPTIMIZERS[r['optimizer']]}), batch {int(r['batch_size'])}" + \
+            (", bf16 base" if bf16 else "")
+    return f"{OPTIMIZERS[r['optimizer']]}, batch {int(r['batch_size'])}{bf16}"
+
+
+def finetune_best(rows):
+    """{way: (its best row by exact match (ties: the lower val loss), its finished rows by LR)}."""
+    ways = defaultdict(list)
+    for r in rows:
+        if r["status"] == "done" and r.get("final_val_accuracy") is not None:
+            ways[way(r)].append(r)
+    return {w: (max(rs, key=lambda r: (r["final_val_accuracy"], -r["final_val_loss"])), sorted(rs, key=lambda r: r["lr"]))
+            for w, rs in ways.items()}
+
+
+def finetune_table(rows):
+    """The README's table: each way's best LR, its exact match and val loss, its neighbours' exact match,
+    the process's peak memory; then the ways ordered by exact match."""
+    out = ["| way | runs (diverged) | best LR | exact match | LR ÷3 / ×3 | val loss | peak RSS (MiB) | wall (s) |",
+           "|---|---|---|---|---|---|---|---|"]
+    table = finetune_best(rows)
+    for w, (b, rs) in sorted(table.items(), key=lambda x: -x[1][0]["final_val_accuracy"]):
+        n_div = sum(way(r) == w and r["status"] == "diverged" for r in rows)
+        near = [r for r in rs if r is not b and 0.2 < r["lr"] / b["lr"] < 5]
+        around = " / ".join(f"{r['final_val_accuracy']:.1%}" for r in near) or "-"
+        out.append(f"| {w} | {len(rs) + n_div} ({n_div}) | {b['lr']:g} | **{b['final_val_accuracy']:.1%}** | {around} | "
+                   f"{b['final_val_loss']:.3f} | {b['peak_memory_mb']:,.0f} | {b['wall_s']:.0f} |")
+    return out
+
+
+def plot_finetune(rows, ax):
+    for w, (_, rs) in finetune_best(rows).items():
+        ax.plot([r["lr"] for r in rs], [100 * r["final_val_accuracy"] for r in rs], "o-", label=w)
+    ax.set(xscale="log", xlabel="learning rate (constant)", ylabel="exact match on 500 held-out prompts (%)",
+           title="fine-tuning in miniature: 3-digit addition")
+    ax.legend(fontsize=8)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", help="the fig1a sweep's CSV (optimizers x batch sizes x LR)")
     ap.add_argument("csv95", nargs="?", help="the fig5 sweep's CSV (Adam, β2 = 0.95 at every batch size)")
+    ap.add_argument("--finetune", action="store_true", help="csv is sweeps/finetune.py's: its figure and table")
     a = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if a.finetune:
+        plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
+        save(plt, os.path.join(os.path.dirname(a.csv), "finetune.png"))
+        return print("\n".join(finetune_table(read(a.csv))))
     rows, rows95 = read(a.csv), read(a.csv95) if a.csv95 else None
     curves = read(a.csv[:-4] + "_curves.csv") if os.path.exists(a.csv[:-4] + "_curves.csv") else []
     d = os.path.dirname(a.csv)
@@ -182,13 +232,16 @@ def main(argv=None):
             "fig5": lambda: plot_fig5(rows, rows95, plt.subplots(figsize=(5, 4))[1]) if rows95 else None}
     for name, draw in figs.items():
         if draw() is None and plt.get_fignums():
-            path = os.path.join(d, name + ".png")
-            plt.tight_layout()
-            plt.savefig(path + ".tmp.png", dpi=110)
-            os.replace(path + ".tmp.png", path)  # atomic: a figure is either the old one or the new one
-            print(f"wrote {path}")
+            save(plt, os.path.join(d, name + ".png"))
         plt.close("all")
     print("\n".join(claims(rows, rows95)))
+
+
+def save(plt, path):
+    plt.tight_layout()
+    plt.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)  # atomic: a figure is either the old one or the new one
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,12 @@ def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, n
         yield nxt
 
 
+def answers(params, mcfg, prompts, tok, max_new, batch_size=64):
+    """Greedy answers (text up to <eot>) to prompts (str), each after <eot>, as fine-tuning packs them."""
+    outs = complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p in prompts], max_new, tok.eot, batch_size)
+    return [tok.decode_bytes(o).decode("utf-8", "replace") for o in outs]
+
+
 def answer_file(a, cfg, mcfg, params, tok):
     """--prompt_file: greedy completions of every prompt (JSONL rows {"prompt"[, "completion"]}, as fine-tuning
     reads them, or a text file of one prompt per line) as JSONL on stdout; with completions, the exact-match
@@ -120,11 +126,8 @@ def answer_file(a, cfg, mcfg, params, tok):
                 [(line.rstrip("\n"), None) for line in open(path, encoding="utf-8") if line.strip()])
     except (OSError, ValueError) as e:
         fail(str(e))
-    ids = [[tok.eot] + tok.encode(p) for p, _ in rows]  # each prompt after <eot>, as fine-tuning packs it
-    outs = complete(params, mcfg, ids, a.max_new_tokens, tok.eot, a.batch_size)
     right = 0
-    for (p, ref), o in zip(rows, outs):
-        text = tok.decode_bytes(o).decode("utf-8", "replace")
+    for (p, ref), text in zip(rows, answers(params, mcfg, [p for p, _ in rows], tok, a.max_new_tokens, a.batch_size)):
         row = dict(prompt=p, completion=text)
         if ref is not None:
             row.update(reference=ref, correct=instruct.exact_match(text, ref))

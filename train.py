@@ -107,10 +107,8 @@ def accuracy(params, mcfg, val, cfg, B):
     """Exact-match accuracy of greedy answers to the first eval_examples held-out prompts (instruct.py)."""
     tok, ex = data.TOKENIZERS[cfg["tokenizer"]], val.examples[:cfg["eval_examples"]]
     n_new = cfg["answer_tokens"] or max(len(tok.encode(c)) for _, c in ex) + 1  # + its <eot>
-    outs = sample.complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p, _ in ex], n_new, tok.eot,
-                           min(len(ex), max(B, 64)))  # prompts at once: no gradients, so wider than a batch
-    return float(np.mean([instruct.exact_match(tok.decode_bytes(o).decode("utf-8", "replace"), c)
-                          for o, (_, c) in zip(outs, ex)]))
+    got = sample.answers(params, mcfg, [p for p, _ in ex], tok, n_new, min(len(ex), max(B, 64)))  # no gradients:
+    return float(np.mean([instruct.exact_match(a, c) for a, (_, c) in zip(got, ex)]))  # more prompts than a batch
 
 
 def load_instruct(cfg, log):

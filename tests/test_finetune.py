@@ -168,7 +168,7 @@ def ft_args(w, out, **kw):
 @pytest.mark.parametrize("kw", [dict(lora_rank=4, optimizer="adamw", steps_per_call=4, log_every=4 * 2 * T),
                                 dict(optimizer="adafactor", param_dtype="bfloat16", fused_update=True)],
                          ids=["lora-adamw", "adafactor-bf16-fused"])
-def test_finetuning_resumes_bit_for_bit(task, kw):
+def test_finetuning_resumes_bit_for_bit(task, kw, capsys):
     """Killed between checkpoints and resumed: the same losses, exact-match accuracies and final arrays as
     the uninterrupted run. LoRA's checkpoint holds the frozen base and the adapters, and its merged weights
     are a normal run (what sample.py loads: the merge of the adapters, to fp32 rounding)."""
@@ -196,6 +196,14 @@ def test_finetuning_resumes_bit_for_bit(task, kw):
         _, _, from_adapters, _ = sample.load_run(str(ref))
         for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(from_adapters)):
             np.testing.assert_array_equal(x, y)
+        # sample.py --prompt_file on the merged run: the answers and the exact match train.py logged at the end
+        (task / "eight.jsonl").write_text("".join((task / "val.jsonl").read_text().splitlines(True)[:8]))
+        sample.main([f"--out_dir={ref / 'merged'}", f"--prompt_file={task / 'eight.jsonl'}", "--max_new_tokens=4"])
+        out, err = capsys.readouterr()
+        got = [json.loads(x) for x in out.splitlines()]
+        assert len(got) == 8 and all(g["correct"] == (g["completion"].strip() == g["reference"]) for g in got)
+        final = [r["val_accuracy"] for r in rows(ref) if "val_accuracy" in r][-1]
+        assert f"exact match {sum(g['correct'] for g in got)}/8 = {final:.1%}" in err
 
 
 def test_dry_run_plan_counts_lora_memory(task):
