@@ -42,11 +42,18 @@ MEMORY_RUNS = {"SGD": ["--optimizer=sgd"], "Adafactor": ["--optimizer=adafactor"
                "AdamW + 2 micro-batches": ["--optimizer=adamw", "--batch_size=2", "--grad_accum=2"]}
 MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items()},  # the whole gradient first
                **{f"{k}, fused": [*v, "--fused_update=True"] for k, v in MEMORY_RUNS.items() if "micro" not in k}}
-# the fine-tuning comparison's five ways (README "Fine-tuning"), each at its own batch size and precision
+# the fine-tuning comparison's five ways (README "Fine-tuning"), each at its own batch size and precision, with the
+# optimizer inside the backward pass where exact and per-block checkpointing (the paper's accounting assumes it;
+# LoRA needs it: it forms W + s·A·B per layer, which the backward pass would otherwise keep for every layer)
 BF16 = ["--param_dtype=bfloat16", "--compute_dtype=bfloat16"]
-FINETUNE_RUNS = {"AdamW, batch 1, fp32": ["--optimizer=adamw"], "AdamW, batch 16, fp32": ["--optimizer=adamw", "--batch_size=16"],
-                 "Adafactor, batch 1, bf16 + SR": ["--optimizer=adafactor", *BF16], "SGD, batch 1, fp32": ["--optimizer=sgd"],
-                 "LoRA r 8 (AdamW), batch 1, bf16 base": ["--optimizer=adamw", "--lora_rank=8", *BF16]}
+FINETUNE_RUNS = {k: [*v, "--fused_update=True", "--remat=True"] for k, v in {
+    "AdamW, batch 1, fp32": ["--optimizer=adamw"], "AdamW, batch 16, fp32": ["--optimizer=adamw", "--batch_size=16"],
+    "Adafactor, batch 1, bf16 + SR": ["--optimizer=adafactor", *BF16], "SGD, batch 1, fp32": ["--optimizer=sgd"],
+    "LoRA r 8 (AdamW), batch 1, bf16 base": ["--optimizer=adamw", "--lora_rank=8", *BF16]}.items()}
+# XLA:CPU has no bf16 matmul: it converts bf16 weights to fp32 and hoists the conversion of every layer out of the
+# loop over layers, a whole fp32 copy that a GPU or TPU never makes; the fine-tuning rows turn that pass off
+# (as plan.report_compiled does for its stand-in compile)
+NO_HOIST = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
 
 
 def build_opt(cfg):
@@ -211,10 +218,12 @@ def memory_child(argv, floor):
                           device="peak_bytes_in_use" in stats)))
 
 
-def memory(argv, runs=MEMORY_RUNS, title="memory at batch size 1"):
+def memory(argv, runs=MEMORY_RUNS, title="memory at batch size 1", xla_flags=None):
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}") if xla_flags else None
+
     def child(extra):
         r = subprocess.run([sys.executable, __file__, "--floor" if extra == ["--floor"] else "--memory_child", *argv,
-                            *MEMORY_MODEL, *[e for e in extra if e != "--floor"]], capture_output=True, text=True)
+                            *MEMORY_MODEL, *[e for e in extra if e != "--floor"]], capture_output=True, text=True, env=env)
         if r.returncode:
             config.fail(f"memory run {extra} failed: {r.stderr.strip().splitlines()[-1:]}")
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -251,7 +260,7 @@ def main(argv):
     if "memory" in sections:
         memory(argv)
     if "finetune" in sections:  # the fine-tuning comparison's memory (README "Fine-tuning")
-        memory(argv, FINETUNE_RUNS, "memory of the fine-tuning comparison's five ways")
+        memory(argv, FINETUNE_RUNS, "memory of the fine-tuning comparison's five ways", NO_HOIST)
 
 
 if __name__ == "__main__":
