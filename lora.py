@@ -9,6 +9,11 @@ authors' qwix set-up adapts the linear layers).
 
 A LoRA run's checkpoints hold the frozen base ('params') and the adapters ('lora'); sample.py merges them
 on load, and train.py writes the merged weights as a normal run in <out_dir>/merged at the end.
+
+Memory: the adapted weights are made one layer at a time, but autodiff keeps each layer's W + s·A·B for the
+backward pass, a copy of every adapted weight, unless the blocks are recomputed: with remat=True (per-block
+checkpointing, which the paper's memory accounting assumes) a LoRA step holds the frozen weights, the
+adapters, their gradient and state, and activations (benchmarks/bench.py --sections=finetune).
 """
 import math
 

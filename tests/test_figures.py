@@ -53,3 +53,25 @@ def test_claims_table_and_figures(tmp_path):
     figures.main([a, b])
     for name in ("fig1a", "lr", "t2", "fig5"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+
+
+def test_finetune_table_averages_seeds_and_names_each_way(tmp_path):
+    """figures.py --finetune: a way is (optimizer, batch size, LoRA, bf16); its best LR by mean exact match over
+    seeds (ties: the lower loss), with its neighbours' exact match; ways best first."""
+    cols = ["optimizer", "batch_size", "lora_rank", "param_dtype", "lr", "seed", "status", "final_val_loss",
+            "final_val_accuracy", "peak_memory_mb", "wall_s"]
+    runs = [("adamw", 1, "", "", 1e-3, 0, "done", 0.6, 0.30), ("adamw", 1, "", "", 1e-3, 1, "done", 0.5, 0.40),
+            ("adamw", 1, "", "", 3e-3, 0, "done", 0.4, 0.34), ("adamw", 1, "", "", 3e-4, 0, "done", 0.9, 0.1),
+            ("adamw", 1, 8, "bfloat16", 3e-3, 0, "done", 1.0, 0.05), ("adamw", 1, 8, "bfloat16", 9e-3, 0, "diverged", "", ""),
+            ("adafactor", 1, "", "bfloat16", 3e-3, 0, "done", 0.5, 0.36), ("adafactor", 1, "", "bfloat16", 1e-2, 0, "done", 0.45, 0.36)]
+    path = tmp_path / "ft.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerows([*r, 100.0, 10.0] for r in runs)
+    lines = figures.finetune_table(figures.read(str(path)))[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| Adafactor, batch 1, bf16 + SR", "| Adam, batch 1",
+                                                         "| LoRA r 8 (Adam), batch 1, bf16 base"]
+    assert "| 0.01 | **36.0%** | 36.0% | - | 0.450 |" in lines[0]  # the tie goes to the lower loss
+    assert "| 4 (0) | 0.001 | **35.0% (30.0%, 40.0%)** | 10.0% | 34.0% | 0.550 |" in lines[1]
+    assert lines[2].startswith("| LoRA r 8 (Adam), batch 1, bf16 base | 2 (1) | 0.003 | **5.0%** | - | - |")
