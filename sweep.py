@@ -13,7 +13,7 @@ A sweep file sets `config` (the base config file), `settings` (train.py keys for
 points as results arrive, e.g. dict(key="lr", factor=2, margin=1) extends each LR grid by factors of 2
 until its best point has `margin` points on either side (a callable margin(point) may differ per point),
 and dict(key="t2", around="lr", factors=[1/8, 8]) adds, once a group's LR is tuned, copies of its best
-point with t2 scaled. A rule's `where(point)` limits it to some points. Runs go to out/sweeps/<name>/.
+point with t2 scaled (values=[1, 2] instead of factors: with those values, e.g. more seeds). point with t2 scaled. A rule's `where(point)` limits it to some points. Runs go to out/sweeps/<name>/.
 """
 import argparse
 import csv
@@ -66,8 +66,8 @@ def load(path, root="out/sweeps"):
              tune=scope.get("tune", []), out=os.path.join(scope.get("root", root), name))
     if not isinstance(s["config"], str) or not isinstance(s["points"], list) or not s["points"]:
         raise ValueError(f"sweep file '{path}' must set config = 'configs/....py' and a non-empty list `points`")
-    unknown = {k for r in s["tune"] for k in r} - {"key", "factor", "margin", "around", "factors", "where"}
-    if unknown or any("key" not in r or ("around" in r) != ("factors" in r) for r in s["tune"]):
+    unknown = {k for r in s["tune"] for k in r} - {"key", "factor", "margin", "around", "factors", "values", "where"}
+    if unknown or any("key" not in r or ("around" in r) != ("factors" in r or "values" in r) for r in s["tune"]):
         raise ValueError(f"sweep file '{path}': a tune rule is dict(key=..., factor=2, margin=1, where=...) or "
                          "dict(key=..., around=..., factors=[...], where=...)" +
                          (f"; unknown {sorted(unknown)}" if unknown else ""))
@@ -160,6 +160,9 @@ def _apply(rule, rules, points, results):
     for ps in _groups(grid_points, rule["around"]):  # once a group is tuned: its best point with `key` scaled
         best = _best(ps, results)
         if best is None or (tuner and _extend(ps, tuner, results) != []):
+            continue
+        if "values" in rule:  # the best point with other values of `key` (seeds)
+            new += [(dict(best, **{key: v}), key) for v in rule["values"] if best.get(key) != v]
             continue
         if key not in best:
             raise ValueError(f"tune rule on '{key}': point {point_name(best)} does not set it")

@@ -2,7 +2,8 @@
 # on the stdlib (out/ft_base), fine-tuned on 3-digit addition written as a Python session ('>>> 123 + 45\n' ->
 # '168'; `python instruct.py arithmetic`: 20,000 examples, 500 held out) for 524k tokens (~1.5 epochs) with a
 # constant LR, five ways, each over an LR grid in factors of 3 that the tune rule widens until its best val
-# loss has a neighbour on each side. Scored by exact match of the greedy answers to all 500 held-out prompts.
+# loss has a neighbour on each side, then its best LR again with seeds 1 and 2 (the data order, LoRA's init and
+# the rounding noise). Scored by exact match of the greedy answers to all 500 held-out prompts.
 from sweep import grid  # noqa: F401 (a sweep file's helpers)
 
 config = "configs/ft_base.py"
@@ -18,5 +19,6 @@ WAYS = [  # (train.py keys, first LR guess): Adam at batch sizes 1 and 16, Adafa
     (dict(optimizer="adamw", batch_size=1, lora_rank=8, **BF16), 9e-3),  # rank 8 on every block weight, scale 1
 ]
 points = [dict(**keys, lr=round(lr * f, 8)) for f in (1, 1 / 3, 3) for keys, lr in WAYS]  # the guesses first
-tune = [dict(key="lr", factor=3, margin=1)]
+tune = [dict(key="lr", factor=3, margin=1),
+        dict(key="seed", around="lr", values=[1, 2])]  # once a way's LR grid is settled: two more seeds at its best
 csv = "assets/sweeps/finetune.csv"

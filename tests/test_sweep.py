@@ -97,6 +97,9 @@ def test_tune_rule_around_scales_the_best_point_of_a_settled_group_only():
     variants = [(p["lr"], p["t2"]) for p, v in got if v == "t2"]
     assert variants == [(2.0, 50.0), (2.0, 200.0)]  # at the best LR; the LR rule leaves variants alone
     assert sum(p["opt"] == "b" for p, _ in got) == 3
+    s["tune"].append(dict(key="seed", around="lr", values=[1, 2], where=lambda p: p["opt"] == "a"))  # more seeds
+    got = sweep.expand(s, fake(res))
+    assert [(p["lr"], p["t2"], p["seed"]) for p, v in got if v == "seed"] == [(2.0, 100.0, 1), (2.0, 100.0, 2)]
 
 
 def test_sweep_file_errors_are_one_line_and_name_the_problem(tmp_path):
