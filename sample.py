@@ -2,7 +2,9 @@
 
 Loads the run's config.json and its newest valid checkpoint, fills a KV cache with the prompt in one
 forward pass, then generates one token per jitted step (a single new position attends to the cache,
-not a full forward pass per token), streaming text to stdout as it goes.
+not a full forward pass per token), streaming text to stdout as it goes. With --prompt_file, greedy answers
+to many prompts at once (a fine-tuned model's, scored by exact match where the file has completions):
+`python sample.py --out_dir=out/finetune --prompt_file=data/arith/val.jsonl`.
 """
 import argparse
 import codecs
