@@ -170,5 +170,5 @@ def report_compiled(plan, lowered, seconds, log, stand_in=None):
         f"temporaries {ma.temp_size_in_bytes / 1e9:.3f} GB, peak {peak / 1e9:.3f} GB per device")
     mem = plan["mem"]  # the paper's Fig. 7 accounting: 16-bit state and buffer, no stored gradient
     log(f"  paper's accounting (16-bit optimizer state and accumulation buffer, no gradient): "
-        f"{(mem['params'] + mem['optimizer state'] / 2 + mem['accumulation buffer'] / 2 + mem['activations']) / 1e9:.3f} GB")
+        f"{(mem['params'] + mem.get('lora adapters', 0) + mem['optimizer state'] / 2 + mem['accumulation buffer'] / 2 + mem['activations']) / 1e9:.3f} GB")
     return plan
