@@ -128,8 +128,15 @@ def answer_file(a, cfg, mcfg, params, tok):
                 [(line.rstrip("\n"), None) for line in open(path, encoding="utf-8") if line.strip()])
     except (OSError, ValueError) as e:
         fail(str(e))
+    refs, longest = [c for _, c in rows if c is not None], max(len(tok.encode(p)) + 1 for p, _ in rows)
+    room = mcfg.seq_len - longest  # new tokens that fit after the longest prompt (complete() cuts prompts to fit)
+    n_new = a.max_new_tokens or (max(len(tok.encode(c)) for c in refs) + 1 if refs else room)  # default: the
+    n_new = max(1, min(n_new, room)) if room > 0 else max(1, n_new)  # longest reference and its <eot>
+    if a.max_new_tokens and n_new < a.max_new_tokens:
+        print(f"# max_new_tokens {a.max_new_tokens} -> {n_new}: the longest prompt ({longest} tokens) leaves no more "
+              f"room in seq_len {mcfg.seq_len}", file=sys.stderr)
     right = 0
-    for (p, ref), text in zip(rows, answers(params, mcfg, [p for p, _ in rows], tok, a.max_new_tokens, a.batch_size)):
+    for (p, ref), text in zip(rows, answers(params, mcfg, [p for p, _ in rows], tok, n_new, a.batch_size)):
         row = dict(prompt=p, completion=text)
         if ref is not None:
             row.update(reference=ref, correct=instruct.exact_match(text, ref))
@@ -147,13 +154,15 @@ def main(argv):
     ap.add_argument("--prompt_file", default="", help="many prompts (.jsonl rows {prompt[, completion]}, or one per "
                     "line): greedy answers as JSONL, exact-match accuracy where completions are given")
     ap.add_argument("--batch_size", type=int, default=64, help="prompts answered at once (--prompt_file)")
-    ap.add_argument("--max_new_tokens", type=int, default=300)
+    ap.add_argument("--max_new_tokens", type=int, default=0, help="default 300; --prompt_file: the longest "
+                    "completion + 1 (or what fits after the longest prompt)")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top_k", type=int, default=200)
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    if a.max_new_tokens < 1 or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0 or a.batch_size < 1:
+    a.max_new_tokens = a.max_new_tokens or (0 if a.prompt_file else 300)
+    if a.max_new_tokens < (0 if a.prompt_file else 1) or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0 or a.batch_size < 1:
         fail(f"need max_new_tokens >= 1, num_samples >= 1, temperature >= 0, top_k >= 0, batch_size >= 1; got "
              f"{a.max_new_tokens}, {a.num_samples}, {a.temperature}, {a.top_k}, {a.batch_size}")
     for f in [a.prompt[1:]] * a.prompt.startswith("@") + [a.prompt_file] * bool(a.prompt_file):
@@ -163,8 +172,6 @@ def main(argv):
     cfg, mcfg, params, meta = load_run(a.out_dir)
     if a.top_k > mcfg.vocab_size:
         fail(f"top_k={a.top_k} is more than the model's vocab_size={mcfg.vocab_size}")
-    if a.prompt_file:  # an answer must fit in the context with at least one token of its prompt
-        a.max_new_tokens = min(a.max_new_tokens, mcfg.seq_len - 1)
     tok = data.TOKENIZERS[cfg.get("tokenizer", "gpt2")]
     if a.prompt_file:
         return answer_file(a, cfg, mcfg, params, tok)
