@@ -154,17 +154,17 @@ def main(argv):
     ap.add_argument("--prompt_file", default="", help="many prompts (.jsonl rows {prompt[, completion]}, or one per "
                     "line): greedy answers as JSONL, exact-match accuracy where completions are given")
     ap.add_argument("--batch_size", type=int, default=64, help="prompts answered at once (--prompt_file)")
-    ap.add_argument("--max_new_tokens", type=int, default=0, help="default 300; --prompt_file: the longest "
+    ap.add_argument("--max_new_tokens", type=int, default=None, help="default 300; --prompt_file: the longest "
                     "completion + 1 (or what fits after the longest prompt)")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top_k", type=int, default=200)
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    a.max_new_tokens = a.max_new_tokens or (0 if a.prompt_file else 300)
-    if a.max_new_tokens < (0 if a.prompt_file else 1) or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0 or a.batch_size < 1:
+    if (a.max_new_tokens is not None and a.max_new_tokens < 1) or a.num_samples < 1 or a.temperature < 0 or a.top_k < 0 or a.batch_size < 1:
         fail(f"need max_new_tokens >= 1, num_samples >= 1, temperature >= 0, top_k >= 0, batch_size >= 1; got "
              f"{a.max_new_tokens}, {a.num_samples}, {a.temperature}, {a.top_k}, {a.batch_size}")
+    a.max_new_tokens = a.max_new_tokens or (0 if a.prompt_file else 300)  # --prompt_file: 0 lets answer_file choose
     for f in [a.prompt[1:]] * a.prompt.startswith("@") + [a.prompt_file] * bool(a.prompt_file):
         if not os.path.isfile(f):
             fail(f"prompt file '{f}' not found")
