@@ -334,6 +334,7 @@ class Runner:
             rc = proc.wait()
             del self.running[slot]
             ended += 1
+            os.makedirs(out, exist_ok=True)  # the point's directory may have been deleted while it ran
             with open(os.path.join(out, "attempts.jsonl"), "a") as f:
                 f.write(json.dumps(dict(started=t0, seconds=time.time() - t0, rc=rc, from_step=step0)) + "\n")
             state, reason = ("diverged", why) if why else _outcome(out, rc)
