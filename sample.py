@@ -60,12 +60,13 @@ def complete(params, mcfg, prompts, max_new, stop, batch_size=64):
         ids = jnp.array([p + [stop] * (P - len(p)) for p in chunk], jnp.int32)  # [B, P]
         kw = dict(key=jax.random.PRNGKey(0), cfg=mcfg, temperature=0.0, top_k=0)
         nxt, cache = extend(params, model.init_cache(mcfg, batch_size, T), ids, 0, last=n - 1, **kw)
-        new = [nxt]
+        new, done = [nxt], nxt == stop  # done [B]: the row has stopped
         for j in range(1, max_new):
-            if bool(jnp.all(jnp.any(jnp.stack(new) == stop, axis=0))):
+            if bool(done.all()):  # every row has its answer: no more steps
                 break
             nxt, cache = extend(params, cache, nxt[:, None], n + j - 1, **kw)
             new.append(nxt)
+            done = done | (nxt == stop)
         for row in jax.device_get(jnp.stack(new, axis=1))[:len(prompts) - i]:
             row = row.tolist()
             out.append(row[:row.index(stop)] if stop in row else row)
@@ -129,9 +130,9 @@ def answer_file(a, cfg, mcfg, params, tok):
     except (OSError, ValueError) as e:
         fail(str(e))
     refs, longest = [c for _, c in rows if c is not None], max(len(tok.encode(p)) + 1 for p, _ in rows)
-    room = mcfg.seq_len - longest  # new tokens that fit after the longest prompt (complete() cuts prompts to fit)
-    n_new = a.max_new_tokens or (max(len(tok.encode(c)) for c in refs) + 1 if refs else room)  # default: the
-    n_new = max(1, min(n_new, room)) if room > 0 else max(1, n_new)  # longest reference and its <eot>
+    room = max(1, mcfg.seq_len - longest)  # new tokens that fit after the longest prompt (complete() cuts prompts)
+    want = a.max_new_tokens or (max(len(tok.encode(c)) for c in refs) + 1 if refs else room)  # the longest answer
+    n_new = min(want, room)  # and its <eot>
     if a.max_new_tokens and n_new < a.max_new_tokens:
         print(f"# max_new_tokens {a.max_new_tokens} -> {n_new}: the longest prompt ({longest} tokens) leaves no more "
               f"room in seq_len {mcfg.seq_len}", file=sys.stderr)
