@@ -31,6 +31,7 @@ DEFAULTS = dict(
     d_model=384, n_layers=6, head_dim=128, mlp_ratio=4, seq_len=512, vocab_size=50257,
     param_dtype="float32", compute_dtype="float32",
     rounding="stochastic",  # how fp32 updates are cast back to bf16 weights: 'stochastic' | 'nearest'
+    state_dtype="float32",  # the optimizer state's: 'bfloat16' halves it (paper Fig. 7), rounded back as `rounding`
     remat=False, unroll=False, z_loss=0.0,
     # the optimizer inside the backward pass (fused.py): each layer is updated as soon as its gradient exists,
     # so no whole gradient is held (paper Fig. 7). Where that is not exact (grad_accum > 1, clip_norm > 0)
@@ -72,7 +73,7 @@ AT_LEAST = {1: ("batch_size", "grad_accum", "steps_per_call", "keep_ckpts", "eva
             0: ("train_tokens", "eval_batch_size", "eval_examples", "answer_tokens", "lora_rank", "lora_alpha", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
                 "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
-CHOICES = {"rounding": ("stochastic", "nearest"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
+CHOICES = {"rounding": ("stochastic", "nearest"), "state_dtype": ("float32", "bfloat16"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
            "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
 
 

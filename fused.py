@@ -13,8 +13,9 @@ layer's gradient + activations.
 Exact, because every optimizer in optim.py updates each weight (or each layer's block of a stacked one:
 Adafactor's per-layer blocks, Muon's per-matrix orthogonalization) from its own gradient and state alone:
 an update of a layer's slice is that slice of the whole update. Each part is updated from the same
-state['step'], so the step counter advances once, and bf16 weights get the noise round_tree would give
-them (rounding.round_leaf with row0 = the layer). What couples weights cannot be fused: see why_not.
+state['step'], so the step counter advances once, and bf16 weights (and bf16 state, optim.stored) get the
+noise step.py's whole-tree rounding gives them (rounding.round_like with row0 = the layer). What couples
+weights cannot be fused: see why_not.
 """
 import jax
 import jax.numpy as jnp
@@ -60,21 +61,22 @@ def _merge(parts):
     return out
 
 
-def _updater(cfg, mcfg, opt, abs_params, key):
+def _updater(cfg, opt, abs_params, abs_state, step):
     """(grads, state, params, row0) of one part -> (new params, new state): the optimizer's update added in
-    fp32 and cast back as step.py does it (stochastic rounding with the noise of the leaf's rows in the
-    whole tree, rounding.round_leaf; row0: the part is rows row0.. of stacked leaves)."""
-    index = {tuple(k.key for k in p): i for i, (p, _) in enumerate(jax.tree_util.tree_flatten_with_path(abs_params)[0])}
-
-    def cast(path, x, p, row0):
-        if mcfg.param_dtype == "bfloat16":
-            return rounding.round_leaf(x, key, index[tuple(k.key for k in path)], cfg["rounding"], row0)
-        return x.astype(p.dtype)
+    fp32 and cast back as step.py does it, weights and (bf16, optim.stored) state: stochastic rounding with
+    the noise of the leaf's rows in the whole tree (rounding.round_like; row0: the part is rows row0.. of
+    stacked leaves)."""
+    keys = lambda path: tuple(k.key for k in path)
+    index = lambda tree: {keys(p): i for i, (p, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0])}
+    at = lambda whole, part: [whole[keys(p)] for p, _ in jax.tree_util.tree_flatten_with_path(part)[0]]
+    i_params, i_state = index(abs_params), index(abs_state)
+    key, s_key = rounding.step_key(cfg["seed"], step), rounding.step_key(cfg["seed"], step, state=True)
 
     def update(grads, state, params, row0=0):
-        u, state = opt.update(grads, state, params)
+        u, new_state = opt.update(grads, state, params)
         new = jax.tree.map(lambda p, u: p.astype(f32) + u, params, u)  # update in fp32
-        return jax.tree_util.tree_map_with_path(lambda path, x, p: cast(path, x, p, row0), new, params), state
+        return (rounding.round_like(new, params, key, cfg["rounding"], at(i_params, params), row0),
+                rounding.round_like(new_state, state, s_key, cfg["rounding"], at(i_state, state), row0))
     return update
 
 
@@ -86,16 +88,28 @@ def train_step_fn(cfg, mcfg, opt, shard):
     gather = lambda name, w: sharding.gather_weights({"params": {name: shard["params"][name]}}, ct)({name: w})[name]
     layer = lambda x, p_l, pos, seg: model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos,
                                                  None, seg)[0]
-    at = lambda tree, l, **kw: jax.tree.map(lambda w: jax.lax.dynamic_slice_in_dim(w, l, 1) if kw else
-                                            jax.lax.dynamic_index_in_dim(w, l, keepdims=False), tree)
+    mesh = shard["batch"].mesh  # an abstract mesh (a plan's lowering) has no devices: not TPU
+    tpu = isinstance(mesh, jax.sharding.Mesh) and mesh.devices.flat[0].platform == "tpu"
 
     def train_step(params, opt_state, batch, step):
-        update = _updater(cfg, mcfg, opt, params, rounding.step_key(cfg["seed"], step))
+        update = _updater(cfg, opt, params, opt_state, step)
         tokens, seg, mask = model.batch_parts(batch)  # seg, mask: packed instruction data (else None)
         pos = jnp.arange(tokens.shape[1]) if seg is None else model.positions(seg)  # [T] or [B, T]
+        # On TPU the stacks travel through both loops with their middle axes merged, [L, D, N, H] as [L, D·N, H]:
+        # XLA:TPU lays a 4-axis stack out with N before D inside the loops, so it copies every stack into and
+        # out of them (13B AdamW: 155 GB of temporaries); merged, the one layout is the stored one (the same
+        # bytes, even in TPU's tiles of the last two axes), and a layer is reshaped inside, which moves one
+        # layer at most. XLA:CPU keeps the stored layout anyway, and the reshapes cost it copies (+3 GB at 13B).
+        S = _part(opt_state, ["blocks"], step=False)
+        shapes = jax.tree.map(lambda w: w.shape[1:], (params["blocks"], S))
+        P, S = jax.tree.map(lambda w: w.reshape(w.shape[0], -1, w.shape[-1]) if w.ndim > 3 and tpu else w,
+                            (params["blocks"], S))
+        at = lambda tree, sh, l, keep=False: jax.tree.map(
+            lambda w, s: jax.lax.dynamic_slice_in_dim(w, l, 1).reshape((1,) * keep + s), tree, sh)
         # forward: each layer's input is all that is kept, x_all [L, B, T, D] (per-block checkpointing)
         x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[tokens], params["embed"])  # [B, T, D]
-        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, p_l, pos, seg), x), x, params["blocks"], unroll=mcfg.unroll)
+        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, jax.tree.map(jnp.reshape, p_l, shapes[0]), pos, seg), x),
+                                x, P, unroll=mcfg.unroll)
         head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), tokens, mcfg, mask)
         loss, head_vjp = jax.vjp(head, x, params["unembed"])
         dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
@@ -105,9 +119,10 @@ def train_step_fn(cfg, mcfg, opt, shard):
             dx, P, S, done = carry
             P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
             l, x = inp
-            dx, g = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, l))[1](dx)
-            state = {"step": opt_state["step"], **at(S, l, keep=True)}
-            new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state, {"blocks": at(P, l, keep=True)}, l)
+            dx, g = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, shapes[0], l))[1](dx)
+            state = {"step": opt_state["step"], **at(S, shapes[1], l, keep=True)}
+            new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state,
+                                {"blocks": at(P, shapes[0], l, keep=True)}, l)
             return (dx, P, S, (new["blocks"], {k: v for k, v in state.items() if k != "step"}, l)), None
 
         def put(P, S, new, state, l):
@@ -115,16 +130,16 @@ def train_step_fn(cfg, mcfg, opt, shard):
             the stacks in an iteration comes after its write: XLA can only update a buffer in place when all of
             its reads are ordered before the write, and the layer's backward pass reads its old weights in
             operations the update does not depend on; written in the same iteration, every stack is copied."""
-            put1 = lambda tree, new: jax.tree.map(lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n, l, 0), tree, new)
+            put1 = lambda tree, new: jax.tree.map(
+                lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n.reshape(1, *w.shape[1:]), l, 0), tree, new)
             return put1(P, new), put1(S, state)
 
         L = x_all.shape[0]
-        S = _part(opt_state, ["blocks"], step=False)
-        last = (at(params["blocks"], L - 1, keep=True), at(S, L - 1, keep=True), L - 1)  # rewritten unchanged
-        carry = (dx, params["blocks"], S, last)
-        (dx, blocks, s_blocks, done), _ = jax.lax.scan(back, carry, (jnp.arange(L), x_all), reverse=True,
-                                                       unroll=mcfg.unroll)
-        blocks, s_blocks = put(blocks, s_blocks, *done)
+        last = (at(P, shapes[0], L - 1, keep=True), at(S, shapes[1], L - 1, keep=True), L - 1)  # rewritten unchanged
+        (dx, P, S, done), _ = jax.lax.scan(back, (dx, P, S, last), (jnp.arange(L), x_all), reverse=True,
+                                           unroll=mcfg.unroll)
+        P, S = put(P, S, *done)
+        blocks, s_blocks = jax.tree.map(lambda w, s: w.reshape(L, *s), (P, S), shapes)
         (dE,) = embed_vjp(dx)
         embed, s_embed = update({"embed": dE}, _part(opt_state, ["embed"]), {"embed": params["embed"]})
         new = {**embed, "blocks": blocks, **unembed}

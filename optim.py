@@ -357,12 +357,25 @@ def hyperparams(cfg, tokens_per_step) -> dict:
 
 def from_config(cfg, hp, n_steps):
     """(optimizer, LR schedule) of a run: cfg's optimizer / schedule / warmup / eps / weight_decay /
-    clip_norm / adafactor_decay with the resolved hyperparams hp over n_steps steps (Muon's own peak LR on
-    the same schedule)."""
+    clip_norm / adafactor_decay / state_dtype with the resolved hyperparams hp over n_steps steps (Muon's
+    own peak LR on the same schedule)."""
     sched = SCHEDULES[cfg["schedule"]](hp["lr"], n_steps, cfg["warmup"])
     muon_lr = SCHEDULES[cfg["schedule"]](hp["muon_lr"], n_steps, cfg["warmup"]) if "muon_lr" in hp else None
-    return build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"],
-                 adafactor_decay=cfg["adafactor_decay"], muon_lr=muon_lr, muon_b1=hp.get("muon_b1")), sched
+    opt = build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"],
+                adafactor_decay=cfg["adafactor_decay"], muon_lr=muon_lr, muon_b1=hp.get("muon_b1"))
+    return stored(opt, cfg["state_dtype"]), sched
+
+
+def stored(opt, dtype="float32"):
+    """The optimizer with its state kept in `dtype`: 'bfloat16' halves its memory (the paper's 16-bit state,
+    Fig. 7). init casts the state; update reads it in fp32 and returns it in fp32, which the train step
+    rounds back like the weights (stochastically by default: with β2 = 0.9999 at batch size 1, v moves by
+    1e-4 of itself per step, far below half a bf16 spacing, so round-to-nearest would freeze it)."""
+    if dtype == "float32":
+        return opt
+    each = lambda state, dt: {k: v if k == "step" else jax.tree.map(lambda x: x.astype(dt), v) for k, v in state.items()}
+    return Optimizer(lambda params: each(opt.init(params), dtype),
+                     lambda grads, state, params: opt.update(grads, each(state, f32), params))
 
 
 def state_bytes(name: str, params, b1: float = 0.0) -> int:

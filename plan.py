@@ -3,16 +3,22 @@ device and hours on the planned hardware; and the device peak FLOP/s that MFU is
 for accelerators, a matmul probe on CPU).
 """
 import math
+import re
 import time
 
 import jax
 import jax.numpy as jnp
 
 from config import fail
+import sharding
 from sharding import RULES
 
-PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "A100": 312e12, "H100": 989e12, "H200": 989e12}
-HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "A100": 80, "H100": 80, "H200": 141}  # memory per device
+PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "A100": 312e12,
+         "H100": 989e12, "H200": 989e12}
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32, "A100": 80, "H100": 80, "H200": 141}
+# libtpu's names for the TPU generations it compiles for without the hardware (sharding.compile_only_mesh); v4's
+# compile-only devices are its two cores, not the one megacore device a v4 chip is, so it plans on a stand-in
+TOPOLOGY = {"TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
 
 
 def table_name(kind):
@@ -125,7 +131,8 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
     lora_note = f"rank {cfg['lora_rank']} on {cfg['lora_targets']}, fp32"
     notes = {"params": mcfg.param_dtype + (", frozen" if abs_lora else ""), "lora adapters": lora_note,
              "gradients": "of the adapters, fp32" if abs_lora else mcfg.param_dtype,
-             "optimizer state": f"{cfg['optimizer']}, fp32" + (", of the adapters" if abs_lora else ""),
+             "optimizer state": f"{cfg['optimizer']}, {'bf16' if cfg['state_dtype'] == 'bfloat16' else 'fp32'}" +
+                                (", of the adapters" if abs_lora else ""),
              "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
              "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
              "activations": f"estimate: {'remat, block inputs + 1 block' if mcfg.remat else 'every block'} + loss"}
@@ -149,26 +156,59 @@ def lowering_platform(plan):
     return ("tpu" if "TPU" in kind else "cpu" if kind == "cpu" else "cuda") if plan["planned"] else None
 
 
-def report_compiled(plan, lowered, seconds, log, stand_in=None):
-    """--dry_run: the sharded step has been lowered (and, with the devices present, compiled): say so, and
-    add XLA's own count of the compiled step's memory per device to the plan. For planned devices that are
-    not here, `stand_in` is the same step lowered for as many of this machine's devices in the same mesh
-    shape (sharding.local_mesh_like), compiled in their place: XLA:CPU has no bf16 matmul, so it computes
-    them in fp32 and would hoist the fp32 copy of every layer's weights out of the loop over layers; that
-    one pass is turned off, as a device with bf16 matmuls needs no such copy."""
-    log(f"  lowered the sharded train step for {plan['devices']} x {plan['kind']} in {seconds:.1f} s")
-    if plan["planned"] and stand_in is None:
-        return plan
+def compile_step(plan, cfg, mesh, lower_on, log):
+    """--dry_run: lower the sharded train step for the run's mesh (lower_on(mesh, platform=...) -> lowered) and
+    compile it, to add XLA's own count of the compiled step's memory per device to the plan. Planned devices
+    that are not here (plan_compile) are compiled for in one of two ways:
+      - compile-only TPU devices of the planned kind, when libtpu (the jax[tpu] extra) is installed: the
+        count is XLA:TPU's own, for the planned device;
+      - else as many of this machine's CPU devices in the same mesh shape, a stand-in. XLA:CPU has no bf16
+        matmul: it computes them in fp32 and keeps fp32 copies of one layer's weights and gradients, which
+        a bf16 device does not; and it would hoist the fp32 copy of every layer's weights out of the loop
+        over layers, a pass turned off here."""
     t0 = time.perf_counter()
-    ma = (stand_in.compile(compiler_options={"xla_disable_hlo_passes": "while-loop-invariant-code-motion"})
-          if plan["planned"] else lowered.compile()).memory_analysis()
-    peak = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes
-    plan["xla"] = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes, peak=peak)
-    where = f" ({jax.devices()[0].device_kind} in the planned mesh shape, compiled in {time.perf_counter() - t0:.0f} s)" \
-        if plan["planned"] else ""
-    log(f"  XLA, compiled{where}: arguments {ma.argument_size_in_bytes / 1e9:.3f} GB (params, optimizer state, batch), "
-        f"temporaries {ma.temp_size_in_bytes / 1e9:.3f} GB, peak {peak / 1e9:.3f} GB per device")
-    mem = plan["mem"]  # the paper's Fig. 7 accounting: 16-bit state and buffer, no stored gradient
-    log(f"  paper's accounting (16-bit optimizer state and accumulation buffer, no gradient): "
-        f"{(mem['params'] + mem.get('lora adapters', 0) + mem['optimizer state'] / 2 + mem['accumulation buffer'] / 2 + mem['activations']) / 1e9:.3f} GB")
+    lowered = lower_on(mesh, platform=lowering_platform(plan))
+    log(f"  lowered the sharded train step for {plan['devices']} x {plan['kind']} in {time.perf_counter() - t0:.1f} s")
+    if plan["planned"] and not cfg["plan_compile"]:
+        return plan
+    t0, where, options = time.perf_counter(), "", None
+    if plan["planned"]:
+        target, why = sharding.compile_only_mesh(mesh, TOPOLOGY.get(table_name(plan["kind"])))
+        on = target or sharding.local_mesh_like(mesh)
+        if on is None:
+            log(f"  not compiled: {why}, and this machine has fewer than {plan['devices']} devices for a stand-in")
+            return plan
+        where = f"for {plan['devices']} compile-only {plan['kind']} devices (libtpu)" if target else \
+            f"on {jax.devices()[0].device_kind} devices in the planned mesh shape, a stand-in: {why}"
+        options = None if target else {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+        lowered = lower_on(on)
+    try:
+        ma = lowered.compile(compiler_options=options).memory_analysis()
+    except Exception as e:  # XLA:TPU refuses a program larger than the device's memory, saying by how much
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        plan["xla"] = dict(error=str(e).splitlines()[0])
+        if need := re.search(r"total memory required for \D*\(([\d.]+)G\)", str(e)):  # XLA:TPU's GiB, all told
+            plan["xla"]["needs"] = float(need[1]) * 2**30
+        log(f"  XLA, compiled{' ' + where if where else ''}: does not fit: {plan['xla']['error']}")
+        return plan
+    # XLA:TPU reports its own peak of the program; XLA:CPU's is the arguments alone, so there it is added up:
+    # arguments + outputs not written over donated arguments + the temporaries' allocation
+    summed = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes
+    on_tpu = where.startswith("for") or "TPU" in jax.devices()[0].device_kind and not plan["planned"]
+    peak = ma.peak_memory_in_bytes if on_tpu and ma.peak_memory_in_bytes else summed
+    plan["xla"] = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes, peak=peak, tpu=on_tpu)
+    log(f"  XLA, compiled{' ' + where if where else ''} in {time.perf_counter() - t0:.0f} s: arguments "
+        f"{ma.argument_size_in_bytes / 1e9:.3f} GB (params, optimizer state, batch), temporaries "
+        f"{ma.temp_size_in_bytes / 1e9:.3f} GB, peak {peak / 1e9:.3f} GB per device"
+        f"{' (XLA:TPU’s own peak)' if on_tpu else ''}")
+    log(f"  paper's accounting (16-bit optimizer state and accumulation buffer, no gradient): {paper(plan, cfg) / 1e9:.3f} GB")
     return plan
+
+
+def paper(plan, cfg):
+    """Bytes per device as the paper's Fig. 7 counts them: weights, 16-bit optimizer state and accumulation
+    buffer, activations with per-block checkpointing; no stored gradient."""
+    mem = plan["mem"]
+    state16 = mem["optimizer state"] / (1 if cfg["state_dtype"] == "bfloat16" else 2)
+    return mem["params"] + mem.get("lora adapters", 0) + state16 + mem["accumulation buffer"] / 2 + mem["activations"]

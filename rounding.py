@@ -5,7 +5,8 @@ size 1 the per-step update is often ~1e-4 or smaller: below half that spacing, s
 every update away and the weight never moves. Stochastic rounding rounds up with probability equal to the
 fractional distance to the upper bf16 neighbour, so the stored weight equals the fp32 result *on average*
 and small updates survive. The paper keeps weights in bf16, computes each update in fp32, and rounds the
-result back this way; train.py does that with round_tree(params, step_key(seed, step), mode).
+result back this way; step.py does that with round_like(new, params, step_key(seed, step), mode), and
+the same for optimizer state kept in bf16 (optim.stored).
 
 Run `python rounding.py` for the demonstration: add 1e-4 to a weight of 1.0 ten thousand times.
 """
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 _SR_STREAM = 0x5352  # "SR": keeps rounding noise independent of other streams drawn from the same seed
+_STATE_STREAM = 0x5354  # "ST": the optimizer state's noise (optim.stored), apart from the weights'
 
 
 def _mix(h):  # murmur3's 32-bit finalizer: a bijection on uint32 with full avalanche
@@ -88,9 +90,22 @@ def round_leaf(x, key, i, mode, row0=0):
     return stochastic_round(x, jax.random.fold_in(key, i), row0)
 
 
-def step_key(seed, step):
-    """Rounding key of one step, a pure function of (seed, step): a resumed run draws the same noise."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SR_STREAM), step)
+def step_key(seed, step, state=False):
+    """Rounding key of one step, a pure function of (seed, step): a resumed run draws the same noise.
+    state: the key of the optimizer state's leaves (kept in bf16, optim.stored), its own stream."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SR_STREAM), step)
+    return jax.random.fold_in(key, _STATE_STREAM) if state else key
+
+
+def round_like(new, old, key, mode, index=None, row0=0):
+    """Each leaf of `new` (fp32) back to the dtype of its leaf in `old`: bf16 leaves rounded as round_tree
+    would (leaf i's noise; index: the leaves' positions in a larger tree whose noise they get, and row0 their
+    first row, fused.py), the others cast."""
+    leaves, treedef = jax.tree.flatten(new)
+    index = range(len(leaves)) if index is None else index
+    out = [round_leaf(x, key, i, mode, row0) if o.dtype == jnp.bfloat16 else x.astype(o.dtype)
+           for x, o, i in zip(leaves, jax.tree.leaves(old), index)]
+    return jax.tree.unflatten(treedef, out)
 
 
 def demo(steps=10_000, update=1e-4, n=1, seed=0):

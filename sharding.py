@@ -5,6 +5,8 @@ Weights are fully sharded (FSDP) over 'data' on D (or F) and tensor-parallel ove
 and V; optimizer state is split like its weight; batches are split over 'data'. XLA (GSPMD) inserts
 every collective: nothing here moves data by hand.
 """
+import functools
+import math
 import os
 
 import jax
@@ -48,11 +50,39 @@ def make_mesh(cfg):
 
 def local_mesh_like(mesh):
     """A mesh of this machine's devices in the shape of `mesh` (a planned, abstract one), or None if there are
-    too few: plan.report_compiled compiles the step on it, to count the planned step's memory."""
+    too few: plan.compile_step compiles the step on it, to count the planned step's memory."""
     if jax.device_count() < mesh.size:
         return None
     return jax.make_mesh(tuple(mesh.axis_sizes), mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * 2,
                          devices=jax.devices()[:mesh.size])
+
+
+@functools.cache  # libtpu describes a topology once per process (a second call fails on its lockfile)
+def _topology(name, bounds):
+    from jax.experimental import topologies
+    return topologies.get_topology_desc(name, "tpu", **({"chips_per_host_bounds": list(bounds)} if bounds else {}))
+
+
+def compile_only_mesh(mesh, generation):
+    """A mesh in the shape of `mesh` (a planned, abstract one) of compile-only TPU devices of `generation`
+    ('v5p', 'v5e', 'v6e'): libtpu (the jax[tpu] extra) compiles for TPUs it does not have, so the planned
+    step's memory is XLA:TPU's own count. -> (mesh, None), or (None, why not) in one line."""
+    n = mesh.size
+    if not generation or n & (n - 1):
+        return None, f"no compile-only topology for {n} devices of this kind"
+    dims = [1, 1] if generation in ("v5e", "v6e") else [1, 1, 1]  # chips along the torus axes, 2D or 3D
+    while math.prod(dims) < n:
+        dims[dims.index(min(dims))] *= 2
+    bounds = () if n >= 4 else (*dims, 1, 1)[:3]  # one host of n < 4 chips (libtpu's default host is 2 x 2 x 1)
+    try:
+        from jax.experimental import mesh_utils
+        topo = _topology(f"{generation}:{'x'.join(map(str, dims))}", bounds)
+        devices = mesh_utils.create_device_mesh(tuple(mesh.axis_sizes), list(topo.devices))
+    except Exception as e:  # libtpu absent (a plain jax install), or a topology it does not know
+        if "not installed" in str(e):
+            return None, "libtpu, which compiles for TPUs that are not here, is not installed (pip install 'jax[tpu]')"
+        return None, f"no compile-only {generation} devices ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return jax.sharding.Mesh(devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * 2), None
 
 
 # Which mesh axis shards each dimension of each weight: FSDP over 'data' on D (or F), tensor parallel over

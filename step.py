@@ -78,8 +78,10 @@ def lora_step(cfg, mcfg, opt, shard):
 
     def train_step(adapters, opt_state, batch, step, base):
         loss_v, grads = accumulate_grads(lambda a, b: loss(base, b, a), adapters, batch, cfg["grad_accum"])
-        updates, opt_state = opt.update(grads, opt_state, adapters)
-        return jax.tree.map(jnp.add, adapters, updates), opt_state, loss_v
+        updates, new_state = opt.update(grads, opt_state, adapters)
+        new_state = rounding.round_like(new_state, opt_state, rounding.step_key(cfg["seed"], step, state=True),
+                                        cfg["rounding"])  # bf16 state (optim.stored)
+        return jax.tree.map(jnp.add, adapters, updates), new_state, loss_v
     return train_step
 
 
@@ -89,13 +91,13 @@ def unfused_step(cfg, mcfg, opt, shard):
 
     def train_step(params, opt_state, batch, step):
         loss_v, grads = accumulate_grads(loss, params, batch, cfg["grad_accum"])
-        updates, opt_state = opt.update(grads, opt_state, params)
+        updates, new_state = opt.update(grads, opt_state, params)
         new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)  # update in fp32
-        if mcfg.param_dtype == "bfloat16":  # cast back with the chosen rounding (rounding.py, Sec. 6)
-            new = rounding.round_tree(new, rounding.step_key(cfg["seed"], step), cfg["rounding"])
-        else:
-            new = jax.tree.map(lambda n, p: n.astype(p.dtype), new, params)
-        return new, opt_state, loss_v
+        # cast back with the chosen rounding (rounding.py, Sec. 6): bf16 weights, and bf16 state (optim.stored)
+        new = rounding.round_like(new, params, rounding.step_key(cfg["seed"], step), cfg["rounding"])
+        new_state = rounding.round_like(new_state, opt_state, rounding.step_key(cfg["seed"], step, state=True),
+                                        cfg["rounding"])
+        return new, new_state, loss_v
     return train_step
 
 

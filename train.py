@@ -332,11 +332,8 @@ def main(argv):
     lower = lambda shard, **kw: steps.lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, packed=bool(packed),
                                                        abs_lora=abs_lora, **kw)
     if cfg["dry_run"]:  # build the sharded step for real, short of running it
-        t0 = time.perf_counter()
-        lowered = lower(shard, platform=plan.lowering_platform(report))
-        seconds, local = time.perf_counter() - t0, report["planned"] and cfg["plan_compile"] and sharding.local_mesh_like(mesh)
-        stand_in = local and lower(sharding.shardings(abs_params, abs_opt, local, abs_lora))
-        return dict(run, config=cfg, plan=plan.report_compiled(report, lowered, seconds, log, stand_in or None))
+        lower_on = lambda m, **kw: lower(sharding.shardings(abs_params, abs_opt, m, abs_lora), **kw)
+        return dict(run, config=cfg, plan=plan.compile_step(report, cfg, mesh, lower_on, log))
     if report["hours"] > cfg["max_hours"] and not cfg["force"]:
         fail(f"this run needs >= {report['hours']:,.1f} h at 100% MFU on {jax.device_count()} x "
              f"{jax.devices()[0].device_kind}; pass --force=True to train anyway, or --dry_run=True to see the plan")

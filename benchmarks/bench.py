@@ -52,7 +52,7 @@ FINETUNE_RUNS = {k: [*v, "--fused_update=True", "--remat=True"] for k, v in {
     "LoRA r 8 (AdamW), batch 1, bf16 base": ["--optimizer=adamw", "--lora_rank=8", *BF16]}.items()}
 # XLA:CPU has no bf16 matmul: it converts bf16 weights to fp32 and hoists the conversion of every layer out of the
 # loop over layers, a whole fp32 copy that a GPU or TPU never makes; the fine-tuning rows turn that pass off
-# (as plan.report_compiled does for its stand-in compile)
+# (as plan.compile_step does for its stand-in compile)
 NO_HOIST = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
 
 

@@ -1,9 +1,10 @@
 """fused.py: the optimizer inside the backward pass gives step.py's unfused numbers without holding a whole
 gradient. The reference is the unfused step (jax.value_and_grad, then the optimizer on the whole tree, then
-rounding.round_tree), whose optimizers tests/test_optim.py checks against optax.
+rounding.round_like), whose optimizers tests/test_optim.py checks against optax.
 
 Both steps run 3 steps from the same init on the same batches: SGD, AdamW and Adafactor in bf16 + stochastic
-rounding and AdamW in fp32 on 1 CPU device; SGD in bf16 and AdamW in fp32 on a 2 x 2 (data, model) mesh of 4
+rounding (AdamW also with its state in bf16 + stochastic rounding, optim.stored) and AdamW in fp32 on 1
+CPU device; SGD in bf16 and AdamW in fp32 on a 2 x 2 (data, model) mesh of 4
 fake CPU devices (FSDP gathers and reduce-scatters per layer, tensor-parallel heads and MLP). Every case is
 two compiles, all of this file's time, so the cases are few: bf16 runs the very fp32 update before rounding,
 and the other fp32 cases (SGD, Adafactor, on both) are measured in the README's fused section. As in tests/test_sharding.py the mesh needs XLA_FLAGS before JAX starts, so both run
@@ -29,7 +30,7 @@ SHAPE = dict(d_model=32, n_layers=2, head_dim=16, seq_len=8, vocab_size=64, batc
 LR = {"sgd": 0.5, "adamw": 3e-3, "adafactor": 3e-2}  # large enough that 3 steps move every weight
 
 
-CASES = {1: ["adamw float32", "sgd bfloat16", "adamw bfloat16", "adafactor bfloat16"],
+CASES = {1: ["adamw float32", "sgd bfloat16", "adamw bfloat16", "adafactor bfloat16", "adamw bfloat16 bfloat16"],
          4: ["sgd bfloat16", "adamw float32"]}
 
 
@@ -40,7 +41,7 @@ def env(devices):
     return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
-def steps(optimizer, dtype, fused, mesh_model):
+def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32"):
     """(params, optimizer state) after 3 steps, as host numpy trees, and the 3 losses."""
     import jax
     import config
@@ -49,9 +50,11 @@ def steps(optimizer, dtype, fused, mesh_model):
     import sharding
     import step
     cfg = config.parse(["configs/tiny_gpt2.py", *[f"--{k}={v}" for k, v in SHAPE.items()], f"--optimizer={optimizer}",
-                        f"--param_dtype={dtype}", f"--fused_update={fused}", f"--mesh_model={mesh_model}"])
+                        f"--param_dtype={dtype}", f"--fused_update={fused}", f"--mesh_model={mesh_model}",
+                        f"--state_dtype={state_dtype}"])
     mcfg = config.model_config(cfg)
     opt = optim.build(optimizer, optim.warmup_cosine(LR[optimizer], 10), 0.9 if optimizer == "adamw" else 0.0, 0.99)
+    opt = optim.stored(opt, state_dtype)
     assert (step.unfused_reason(cfg, mcfg, opt) is None) == fused
     abs_p = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
     shard = sharding.shardings(abs_p, jax.eval_shape(opt.init, abs_p), sharding.make_mesh(cfg))
@@ -73,8 +76,8 @@ def compare(devices):
     assert jax.device_count() == int(devices)
     out = {}
     for case in CASES[int(devices)]:
-        optimizer, dtype = case.split()
-        (a, la), (b, lb) = (steps(optimizer, dtype, f, 2 if int(devices) == 4 else 1) for f in (True, False))
+        optimizer, dtype, *state_dtype = case.split()  # a third word: the optimizer state's dtype
+        (a, la), (b, lb) = (steps(optimizer, dtype, f, 2 if int(devices) == 4 else 1, *state_dtype) for f in (True, False))
         pa, pb = jax.tree.leaves(a), jax.tree.leaves(b)
         f64 = lambda x: np.asarray(x, np.float64)
         out[case] = dict(
@@ -103,8 +106,9 @@ def test_fused_step_equals_the_unfused_step_on_one_device(runs, case):
     """The same operations on the same values, a layer at a time instead of stacked. fp32: XLA may still
     compile an elementwise update differently for a layer's slice than for the stack (vectorization, FMA
     contraction), an ulp per step: 1e-6 relative, the issue's bound (measured: SGD and AdamW bit for bit,
-    Adafactor 2e-7). bf16 + SR: each weight is rounded with the noise round_tree gives it (rounding.round_leaf, row0 =
-    the layer): bit for bit (measured; an ulp of fp32 apart would flip a stochastic carry w.p. ~2^-16)."""
+    Adafactor 2e-7). bf16 + SR: each weight (and each number of bf16 state) is rounded with the noise the
+    whole-tree rounding gives it (rounding.round_like, row0 = the layer): bit for bit (measured; an ulp of fp32
+    apart would flip a stochastic carry w.p. ~2^-16)."""
     r = runs[1][case]
     fused, unfused = r["losses"]
     assert len(set(unfused)) == 3, r  # the weights move: each step's loss differs

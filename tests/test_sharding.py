@@ -7,6 +7,7 @@ the single-device references run beside it in a second one. Tiny model: D 64, L 
 8-way model axis cannot split them and must replicate), T 32, V 256, batch 8, 10 steps of AdamW.
 Run: python -m pytest -q tests/test_sharding.py
 """
+import importlib.util
 import json
 import os
 import socket
@@ -328,6 +329,31 @@ def test_gpt3_xl_dry_run_plans_four_tpu_v4_chips(capsys):
     assert mem["optimizer state"] == 2 * per_device + 4  # Adam m, v and the int32 step
     # 10B tokens x 9.07e9 FLOPs/token on 4 x 275 TFLOP/s: 22.9 h at 100% MFU; the paper's 100 h is 23% MFU
     assert abs(cfg["plan"]["hours"] - 10e9 * cfg["flops_per_token"] / (4 * 275e12) / 3600) < 0.1
+
+
+def test_dry_run_compiles_for_the_planned_tpus_when_libtpu_is_here_else_says_why(capsys):
+    """--dry_run for TPUs that are not here: with libtpu installed (jax[tpu]) the step is compiled for
+    compile-only devices of the planned kind, and XLA:TPU's argument bytes per device are the plan's weights +
+    optimizer state + batch rows (every axis a multiple of TPU's 8 x 128 tiles, so nothing is padded);
+    without it (as in CI) the run says so and compiles on this machine's CPU devices in the planned shape."""
+    import jax
+    import sharding
+    import train
+    tpu = importlib.util.find_spec("libtpu") is not None
+    cfg = train.main(["configs/gpt3.py", "--dry_run=True", "--plan_devices=1", "--plan_device=TPU v5 lite",
+                      "--mesh_model=1", "--d_model=1024", "--n_layers=2", "--vocab_size=1024", "--seq_len=128",
+                      "--batch_size=8", "--grad_accum=1", "--param_dtype=bfloat16", "--compute_dtype=bfloat16",
+                      "--state_dtype=bfloat16"])
+    text, xla, mem = capsys.readouterr().out, cfg["plan"]["xla"], cfg["plan"]["mem"]
+    assert xla["arguments"] == mem["params"] + mem["optimizer state"] + 8 * 128 * 4, (xla, mem)
+    assert mem["optimizer state"] == mem["params"] * 2 + 4  # AdamW's m and v in bf16, and the int32 step
+    if tpu:
+        assert "compiled for 1 compile-only TPU v5 lite devices (libtpu)" in text and xla["tpu"]
+    else:
+        assert "a stand-in: libtpu, which compiles for TPUs that are not here, is not installed" in text
+        assert not xla["tpu"] and xla["peak"] >= xla["arguments"]
+    three = jax.sharding.AbstractMesh((3, 1), ("data", "model"))
+    assert sharding.compile_only_mesh(three, "v5e") == (None, "no compile-only topology for 3 devices of this kind")
 
 
 def test_memory_model_matches_the_paper_13b(capsys):
