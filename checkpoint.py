@@ -9,17 +9,20 @@ Also here: where a run starts (scratch, resume, or another run's weights) and th
 checkpoint fits the config, and `atomic_write`, the one way this project writes a file.
 Used by train.py (save / resume / init_from) and sample.py; tests: tests/test_checkpoint.py.
 """
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+import model
 from config import DEFAULTS, fail
 
 
@@ -262,3 +265,32 @@ def check_resume(cfg, run, meta, path, log):
                if k not in FREE_KEYS and k not in RESUME_KEYS and old.get(k) != v]
     if changed:
         log(f"note: resuming with changed settings: {'; '.join(changed)}")
+
+
+def load_weights(path, meta, mcfg, key, shard):
+    """A checkpoint's weights as the run's initial params, cast to the config's param_dtype (fp32 weights
+    fine-tuned in bf16: round to nearest once)."""
+    saved = dataclasses.replace(mcfg, param_dtype=meta.get("config", {}).get("param_dtype", mcfg.param_dtype))
+    params = load(path, {"params": jax.eval_shape(partial(model.init, saved), key)}, shard)[0]["params"]
+    cast = jax.jit(lambda p: jax.tree.map(lambda w: w.astype(mcfg.param_dtype), p), out_shardings=shard["params"])
+    return params if saved == mcfg else cast(params)
+
+
+def write_json(path, obj, lines=False):
+    text = "".join(json.dumps(r) + "\n" for r in obj) if lines else json.dumps(obj, indent=1)
+    atomic_write(path, lambda f: f.write(text))
+
+
+def write_merged(cfg, run, done, params, log):
+    """A LoRA run's weights with the adapters merged in, as a normal run in <out_dir>/merged (config.json and
+    one checkpoint): sample.py, and a later --init_from, read it like any other run."""
+    out = os.path.join(cfg["out_dir"], "merged")
+    new = dict(cfg, out_dir=out, lora_rank=0, init_from=cfg["out_dir"])
+    os.makedirs(out, exist_ok=True)
+    if jax.process_index() == 0:
+        write_json(os.path.join(out, "config.json"), new)
+    try:
+        save(out, done, {"params": params}, dict(config=new, run=run, merged_from=cfg["out_dir"]), keep=1)
+    except OSError as e:
+        fail(f"could not write the merged weights to {out}: {e}")
+    log(f"LoRA: the adapters merged into the weights, a normal run in {out}")

@@ -25,6 +25,7 @@ import numpy as np
 
 import data
 from checkpoint import atomic_write
+from config import fail
 
 VAL_FRACTION, VAL_CAP = 0.05, 1000  # held out when no val file is given: 5% of the examples, at most 1000
 
@@ -165,6 +166,19 @@ def arithmetic(n_train, n_val, digits, seed=0):
             seen.add((a, b))
             out.append((f">>> {a} + {b}\n", str(a + b)))
     return out[:n_train], out[n_train:]
+
+
+def from_config(cfg, log):
+    """Instruction data (data = a JSONL of prompt/completion rows): (train, val) Packed."""
+    try:
+        packed = load(cfg["data"], cfg["val_data"], cfg["tokenizer"], cfg["seq_len"])
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    for name, p in zip(("train", "val"), packed):
+        log(f"instruction data, {name}: {len(p.examples):,} examples in {len(p.tokens):,} rows of {cfg['seq_len']} "
+            f"tokens, {p.mask.sum():,} completion tokens scored" +
+            (f"; {p.skipped:,} longer than seq_len skipped" if p.skipped else ""))
+    return packed
 
 
 def write_jsonl(path, examples):

@@ -75,4 +75,3 @@ def count(abs_params, cfg):
     """Trained numbers of the adapters: sum over targets of L·r·(in + out)."""
     ws = abs_params["blocks"]
     return sum(ws[n].shape[0] * cfg["lora_rank"] * sum(split(ws[n].shape, n)) for n in targets(cfg))
-

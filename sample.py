@@ -15,6 +15,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import checkpoint
 import data
@@ -117,6 +118,14 @@ def answers(params, mcfg, prompts, tok, max_new, batch_size=64):
     """Greedy answers (text up to <eot>) to prompts (str), each after <eot>, as fine-tuning packs them."""
     outs = complete(params, mcfg, [[tok.eot, *tok.encode(p)] for p in prompts], max_new, tok.eot, batch_size)
     return [tok.decode_bytes(o).decode("utf-8", "replace") for o in outs]
+
+
+def accuracy(params, mcfg, val, cfg, B):
+    """Exact-match accuracy of greedy answers to the first eval_examples held-out prompts (instruct.py)."""
+    tok, ex = data.TOKENIZERS[cfg["tokenizer"]], val.examples[:cfg["eval_examples"]]
+    n_new = cfg["answer_tokens"] or max(len(tok.encode(c)) for _, c in ex) + 1  # + its <eot>
+    got = answers(params, mcfg, [p for p, _ in ex], tok, n_new, min(len(ex), max(B, 64)))  # no gradients:
+    return float(np.mean([instruct.exact_match(a, c) for a, (_, c) in zip(got, ex)]))  # more prompts than a batch
 
 
 def answer_file(a, cfg, mcfg, params, tok):

@@ -4,7 +4,6 @@ Everything is counted in tokens (budgets, eval/log/checkpoint intervals, optimiz
 paper argues hyperparameters should be. Runs on CPU, GPU or a TPU pod with the same code: the parameters
 are sharded over a (data, model) mesh and XLA (GSPMD) inserts the collectives (sharding.py).
 """
-import dataclasses
 import json
 import math
 import os
@@ -101,36 +100,6 @@ def evaluate(eval_loss, model_args, val, cfg, B, batch_sharding):
                data.eval_batches(val, B, cfg["seq_len"], cfg["eval_tokens"], *share))
     losses = [eval_loss(*model_args(sharding.global_batch(x, batch_sharding, B))) for x in batches]
     return float(np.mean(jax.device_get(losses)))
-
-
-def accuracy(params, mcfg, val, cfg, B):
-    """Exact-match accuracy of greedy answers to the first eval_examples held-out prompts (instruct.py)."""
-    tok, ex = data.TOKENIZERS[cfg["tokenizer"]], val.examples[:cfg["eval_examples"]]
-    n_new = cfg["answer_tokens"] or max(len(tok.encode(c)) for _, c in ex) + 1  # + its <eot>
-    got = sample.answers(params, mcfg, [p for p, _ in ex], tok, n_new, min(len(ex), max(B, 64)))  # no gradients:
-    return float(np.mean([instruct.exact_match(a, c) for a, (_, c) in zip(got, ex)]))  # more prompts than a batch
-
-
-def load_instruct(cfg, log):
-    """Instruction data (data = a JSONL of prompt/completion rows): (train, val) instruct.Packed."""
-    try:
-        packed = instruct.load(cfg["data"], cfg["val_data"], cfg["tokenizer"], cfg["seq_len"])
-    except (OSError, ValueError) as e:
-        fail(str(e))
-    for name, p in zip(("train", "val"), packed):
-        log(f"instruction data, {name}: {len(p.examples):,} examples in {len(p.tokens):,} rows of {cfg['seq_len']} "
-            f"tokens, {p.mask.sum():,} completion tokens scored" +
-            (f"; {p.skipped:,} longer than seq_len skipped" if p.skipped else ""))
-    return packed
-
-
-def weights_from(path, meta, mcfg, key, shard):
-    """A checkpoint's weights as the run's initial params, cast to the config's param_dtype (fp32 weights
-    fine-tuned in bf16: round to nearest once)."""
-    saved = dataclasses.replace(mcfg, param_dtype=meta.get("config", {}).get("param_dtype", mcfg.param_dtype))
-    params = checkpoint.load(path, {"params": jax.eval_shape(partial(model.init, saved), key)}, shard)[0]["params"]
-    cast = jax.jit(lambda p: jax.tree.map(lambda w: w.astype(mcfg.param_dtype), p), out_shardings=shard["params"])
-    return params if saved == mcfg else cast(params)
 
 
 class Meter:
@@ -266,26 +235,6 @@ def save(cfg, run, done, trees, history, pending, n_train, noise):
         fail(f"could not write the checkpoint of step {done:,}: {e}")
 
 
-def merged_run(cfg, run, done, params, log):
-    """A LoRA run's weights with the adapters merged in, as a normal run in <out_dir>/merged (config.json and
-    one checkpoint): sample.py, and a later --init_from, read it like any other run."""
-    out = os.path.join(cfg["out_dir"], "merged")
-    new = dict(cfg, out_dir=out, lora_rank=0, init_from=cfg["out_dir"])
-    os.makedirs(out, exist_ok=True)
-    if jax.process_index() == 0:
-        write_json(os.path.join(out, "config.json"), new)
-    try:
-        checkpoint.save(out, done, {"params": params}, dict(config=new, run=run, merged_from=cfg["out_dir"]), keep=1)
-    except OSError as e:
-        fail(f"could not write the merged weights to {out}: {e}")
-    log(f"LoRA: the adapters merged into the weights, a normal run in {out}")
-
-
-def write_json(path, obj, lines=False):
-    text = "".join(json.dumps(r) + "\n" for r in obj) if lines else json.dumps(obj, indent=1)
-    checkpoint.atomic_write(path, lambda f: f.write(text))
-
-
 def main(argv):
     # -- set-up: everything the user typed is checked before anything is printed or allocated
     kernels.keep_freed_memory()
@@ -295,7 +244,7 @@ def main(argv):
     mesh = sharding.make_mesh(cfg)
     master = jax.process_index() == 0
     log = print if master else (lambda *a, **k: None)
-    packed = load_instruct(cfg, log) if instruct.is_instruct(cfg["data"]) else None  # fine-tuning data (small)
+    packed = instruct.from_config(cfg, log) if instruct.is_instruct(cfg["data"]) else None  # fine-tuning data (small)
     run = derive(cfg, mcfg, mesh.shape["data"], packed)
     B, T, n_steps, tokens_per_step = cfg["batch_size"], cfg["seq_len"], run["n_steps"], run["tokens_per_step"]
     opt, sched = optim.from_config(cfg, run, n_steps)
@@ -360,15 +309,15 @@ def main(argv):
              f"has {n_train:,}, so the batches after step {meta['step']:,} would differ")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     if master:
-        write_json(os.path.join(cfg["out_dir"], "config.json"), cfg)
-        write_json(os.path.join(cfg["out_dir"], "run.json"), run)
+        checkpoint.write_json(os.path.join(cfg["out_dir"], "config.json"), cfg)
+        checkpoint.write_json(os.path.join(cfg["out_dir"], "run.json"), run)
     try:  # only the arrays the run uses are created: a resumed run does not also initialize a model
         if resume:
             trees = checkpoint.load(start, {"params": abs_params, "opt": abs_opt,
                                             **({"lora": abs_lora} if abs_lora else {})}, shard)[0]
             params, opt_state, adapters = trees["params"], trees["opt"], trees.get("lora")
         else:  # scratch, or fine-tuning from a checkpoint's weights with a fresh optimizer at step 0
-            params = (weights_from(start, meta, mcfg, key, shard) if start else
+            params = (checkpoint.load_weights(start, meta, mcfg, key, shard) if start else
                       jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(key))
             adapters = jax.jit(lambda p, k: lora.init(p, cfg, k), out_shardings=shard["lora"])(
                 params, jax.random.fold_in(key, 1)) if abs_lora else None
@@ -385,7 +334,7 @@ def main(argv):
     history, pending = (meta["metrics"], [np.float32(x) for x in meta["pending_losses"]]) if resume else ([], [])
     metrics_path = os.path.join(cfg["out_dir"], "metrics.jsonl")
     if master:
-        write_json(metrics_path, history, lines=True)
+        checkpoint.write_json(metrics_path, history, lines=True)
     if start:
         log(f"{'resuming from' if resume else 'weights from'} {start} (step {meta['step']:,})")
 
@@ -447,7 +396,7 @@ def main(argv):
             if hit(eval_every) or done == n_steps:
                 with meter.paused(trained):
                     val = evaluate(eval_loss, model_args, val_src, cfg, run["eval_batch_size"], shard["batch"])
-                    acc = accuracy(weights(trained), mcfg, val_src, cfg, run["eval_batch_size"]) \
+                    acc = sample.accuracy(weights(trained), mcfg, val_src, cfg, run["eval_batch_size"]) \
                         if packed and cfg["eval_examples"] else None
                 if packed:  # instruction data: the loss of the completions, and answers right
                     rows.append(dict(at, val_loss=val, **({} if acc is None else {"val_accuracy": acc})))
@@ -483,12 +432,12 @@ def main(argv):
         log(summary)
     if master and done == n_steps > step0:  # the run's speed and memory (of this process), for sweep.py
         mem, kind = peak_memory()
-        write_json(os.path.join(cfg["out_dir"], "summary.json"),
+        checkpoint.write_json(os.path.join(cfg["out_dir"], "summary.json"),
                    dict(meter.totals() or {}, peak_memory_bytes=mem, memory=kind, steps_this_process=done - step0))
     if noise.n:
         log(noise_scale.advice(noise.b_simple, B, T))
     if adapters is not None and done == n_steps > step0:  # the adapters merged: a normal run that needs no lora.py
-        merged_run(cfg, run, done, weights(trained), log)
+        checkpoint.write_merged(cfg, run, done, weights(trained), log)
     return dict(run, config=cfg)
 
 
