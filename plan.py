@@ -9,9 +9,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from config import fail
 import sharding
-from sharding import RULES
+from config import fail
 
 PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "A100": 312e12,
          "H100": 989e12, "H200": 989e12}
@@ -143,7 +142,7 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
         log("  warning: the estimate exceeds the device memory; more devices, a larger mesh_model, remat=True "
             "or a larger grad_accum (smaller micro-batches) would fit")
     whole = [f"{p[-1].key} {list(x.shape)}" for (p, x), s in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0],
-             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, RULES[p[-1].key]) if r)]
+             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, sharding.RULES[p[-1].key]) if r)]
     if whole:
         log(f"  not split over some mesh axis (it does not divide the dimension): {', '.join(whole)}")
     return dict(mem=mem, hours=hours, peak=peak, measured=peak_src.startswith("measured"), hbm=hbm, kind=kind,
@@ -171,7 +170,7 @@ def compile_step(plan, cfg, mesh, lower_on, log):
     log(f"  lowered the sharded train step for {plan['devices']} x {plan['kind']} in {time.perf_counter() - t0:.1f} s")
     if plan["planned"] and not cfg["plan_compile"]:
         return plan
-    t0, where, options = time.perf_counter(), "", None
+    t0, where, options, target = time.perf_counter(), "", None, None
     if plan["planned"]:
         target, why = sharding.compile_only_mesh(mesh, TOPOLOGY.get(table_name(plan["kind"])))
         on = target or sharding.local_mesh_like(mesh)
@@ -195,7 +194,7 @@ def compile_step(plan, cfg, mesh, lower_on, log):
     # XLA:TPU reports its own peak of the program; XLA:CPU's is the arguments alone, so there it is added up:
     # arguments + outputs not written over donated arguments + the temporaries' allocation
     summed = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes
-    on_tpu = where.startswith("for") or "TPU" in jax.devices()[0].device_kind and not plan["planned"]
+    on_tpu = target is not None or not plan["planned"] and "TPU" in jax.devices()[0].device_kind
     peak = ma.peak_memory_in_bytes if on_tpu and ma.peak_memory_in_bytes else summed
     plan["xla"] = dict(arguments=ma.argument_size_in_bytes, temporaries=ma.temp_size_in_bytes, peak=peak, tpu=on_tpu)
     log(f"  XLA, compiled{' ' + where if where else ''} in {time.perf_counter() - t0:.0f} s: arguments "

@@ -249,9 +249,10 @@ def test_bf16_state_is_optax_adamw_on_the_stored_state_rounded_without_bias():
         rounded = rounding.round_like(new, state, rounding.step_key(0, i, state=True), "stochastic")
         for x, y in zip(jax.tree.leaves((rounded["m"], rounded["v"])), jax.tree.leaves((new["m"], new["v"]))):
             x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-            spacing = np.abs(np.asarray(jnp.asarray(y, jnp.bfloat16), np.float64)) * 2.0 ** -7 + 1e-45
-            err = (x - y) / np.maximum(spacing, np.abs(y) * 2.0 ** -8)  # error in (about) bf16 spacings
-            assert np.all(np.abs(err) < 1 + 1e-6)  # a neighbour, never further
+            spacing = 2.0 ** (np.floor(np.log2(np.abs(y))) - 7)  # of bf16 (8 significant bits) around y
+            err = (x - y) / spacing  # in spacings: x is the bf16 number just below or just above y
+            below, above = np.floor(y / spacing) * spacing, np.ceil(y / spacing) * spacing
+            assert np.all((x == below) | (x == above)) and np.all(np.abs(err) < 1)
             errors.append(err.ravel())
         params, state = jax.tree.map(lambda p, u: p + u, params, u), rounded
     errors = np.concatenate(errors)
