@@ -23,7 +23,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import model
-from config import DEFAULTS, fail
+from common import atomic_write, fail, write_json
+from config import DEFAULTS
 
 
 class CheckpointError(Exception):
@@ -48,22 +49,6 @@ def code_version():
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def atomic_write(path, write, mode="w"):
-    """Write a file through a temp file beside it + os.replace: a reader (or a killed writer) never sees
-    half a file. `write(f)` fills the open temp file; mode 'w' for text, 'wb' for bytes."""
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _fsync(path):
@@ -274,11 +259,6 @@ def load_weights(path, meta, mcfg, key, shard):
     params = load(path, {"params": jax.eval_shape(partial(model.init, saved), key)}, shard)[0]["params"]
     cast = jax.jit(lambda p: jax.tree.map(lambda w: w.astype(mcfg.param_dtype), p), out_shardings=shard["params"])
     return params if saved == mcfg else cast(params)
-
-
-def write_json(path, obj, lines=False):
-    text = "".join(json.dumps(r) + "\n" for r in obj) if lines else json.dumps(obj, indent=1)
-    atomic_write(path, lambda f: f.write(text))
 
 
 def write_merged(cfg, run, done, params, log):

@@ -9,9 +9,11 @@ import difflib
 import math
 import os
 
+import data
 import lora
 import model
 import optim
+from common import fail
 
 DEFAULTS = dict(
     # I/O
@@ -74,19 +76,7 @@ AT_LEAST = {1: ("batch_size", "grad_accum", "steps_per_call", "keep_ckpts", "eva
                 "muon_lr", "eps",
                 "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "state_dtype": ("float32", "bfloat16"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
-           "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": ("gpt2", "bytes")}  # data.TOKENIZERS (data imports us)
-
-
-DIVERGED = 3  # train.py's exit status when the loss or weights stop being finite (sweep.py records "diverged")
-
-
-class Diverged(SystemExit):
-    """fail(..., diverged=True): train.py prints it, then exits with status DIVERGED."""
-
-
-def fail(msg, diverged=False):
-    """The one error exit: a clear line instead of a traceback wall."""
-    raise (Diverged if diverged else SystemExit)(f"error: {msg}")
+           "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": tuple(data.TOKENIZERS)}
 
 
 def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):

@@ -20,8 +20,7 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
-import config
-from checkpoint import atomic_write
+from common import atomic_write, fail
 
 V_GPT2 = 50257
 EOT = 50256  # <|endoftext|>
@@ -317,4 +316,4 @@ if __name__ == '__main__':
     try:
         main()
     except (ValueError, FileNotFoundError) as e:  # no files at the source, no text field, ...: one line
-        config.fail(str(e))
+        fail(str(e))

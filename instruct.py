@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import data
-from checkpoint import atomic_write
-from config import fail
+from common import atomic_write, fail
 
 VAL_FRACTION, VAL_CAP = 0.05, 1000  # held out when no val file is given: 5% of the examples, at most 1000
 

@@ -16,8 +16,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from checkpoint import atomic_write
-from config import fail
+from common import atomic_write, fail
 
 SEED = 0x4E53  # "NS": the measurement's batches are drawn with seed + SEED, a stream apart from training's
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 import sharding
-from config import fail
+from common import fail
 
 PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "A100": 312e12,
          "H100": 989e12, "H200": 989e12}

@@ -22,7 +22,8 @@ import data
 import instruct
 import lora
 import model
-from config import fail, model_config
+from common import fail
+from config import model_config
 
 
 def sample_logits(logits, key, temperature, top_k):

@@ -22,8 +22,7 @@ import argparse, csv, json, math, os, time
 import numpy as np
 from tqdm import tqdm
 
-import config
-from checkpoint import atomic_write
+from common import atomic_write, fail
 
 V = 50257  # GPT-2 vocabulary
 NAMES = ("E", "A", "B", "alpha", "beta")
@@ -328,4 +327,4 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, FileNotFoundError) as e:
-        config.fail(str(e))
+        fail(str(e))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import optim
-from config import fail
+from common import fail
 
 
 # ---------------------------------------------------------------- processes, the (data, model) mesh, shardings

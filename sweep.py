@@ -29,7 +29,8 @@ import sys
 import time
 
 import checkpoint
-from config import DIVERGED, fail, parse as parse_config  # not `import config`: isoflop() has a `config` argument
+from common import DIVERGED, fail
+from config import parse as parse_config  # not `import config`: isoflop() has a `config` argument
 from scaling import COUNTS, V
 
 POLL_S = 1.0  # how often the runner looks at its processes

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import config
-from checkpoint import atomic_write
+from common import atomic_write, fail
 
 H = (2.0, 20.0)  # Hessian diagonal of f: ∇f(x, y) = (2x, 20y)
 X0 = (-1.0, 1.0)
@@ -180,4 +179,4 @@ if __name__ == "__main__":
     try:
         main()
     except ValueError as e:  # a bad --out or --lr_grid: one line, not a traceback
-        config.fail(str(e))
+        fail(str(e))

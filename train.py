@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import checkpoint
+import common
 import config
 import data
 import instruct
@@ -34,7 +35,7 @@ import plan
 import sample
 import sharding
 import step as steps
-from config import fail
+from common import fail
 
 PROBE_EVERY_S = 30  # on CPU the matmul peak is measured again at the first log this long after the last
 
@@ -309,8 +310,8 @@ def main(argv):
              f"has {n_train:,}, so the batches after step {meta['step']:,} would differ")
     os.makedirs(cfg["out_dir"], exist_ok=True)
     if master:
-        checkpoint.write_json(os.path.join(cfg["out_dir"], "config.json"), cfg)
-        checkpoint.write_json(os.path.join(cfg["out_dir"], "run.json"), run)
+        common.write_json(os.path.join(cfg["out_dir"], "config.json"), cfg)
+        common.write_json(os.path.join(cfg["out_dir"], "run.json"), run)
     try:  # only the arrays the run uses are created: a resumed run does not also initialize a model
         if resume:
             trees = checkpoint.load(start, {"params": abs_params, "opt": abs_opt,
@@ -334,7 +335,7 @@ def main(argv):
     history, pending = (meta["metrics"], [np.float32(x) for x in meta["pending_losses"]]) if resume else ([], [])
     metrics_path = os.path.join(cfg["out_dir"], "metrics.jsonl")
     if master:
-        checkpoint.write_json(metrics_path, history, lines=True)
+        common.write_json(metrics_path, history, lines=True)
     if start:
         log(f"{'resuming from' if resume else 'weights from'} {start} (step {meta['step']:,})")
 
@@ -432,7 +433,7 @@ def main(argv):
         log(summary)
     if master and done == n_steps > step0:  # the run's speed and memory (of this process), for sweep.py
         mem, kind = peak_memory()
-        checkpoint.write_json(os.path.join(cfg["out_dir"], "summary.json"),
+        common.write_json(os.path.join(cfg["out_dir"], "summary.json"),
                    dict(meter.totals() or {}, peak_memory_bytes=mem, memory=kind, steps_this_process=done - step0))
     if noise.n:
         log(noise_scale.advice(noise.b_simple, B, T))
@@ -446,6 +447,6 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one: nothing new was saved
         fail("interrupted; progress since the last checkpoint is lost")
-    except config.Diverged as e:  # its own exit status: sweep.py tells a diverged run from a broken one
+    except common.Diverged as e:  # its own exit status: sweep.py tells a diverged run from a broken one
         print(e, file=sys.stderr)
-        raise SystemExit(config.DIVERGED)
+        raise SystemExit(common.DIVERGED)

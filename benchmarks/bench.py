@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
 import config  # noqa: E402
 import kernels  # noqa: E402
 import lora  # noqa: E402
@@ -225,7 +226,7 @@ def memory(argv, runs=MEMORY_RUNS, title="memory at batch size 1", xla_flags=Non
         r = subprocess.run([sys.executable, __file__, "--floor" if extra == ["--floor"] else "--memory_child", *argv,
                             *MEMORY_MODEL, *[e for e in extra if e != "--floor"]], capture_output=True, text=True, env=env)
         if r.returncode:
-            config.fail(f"memory run {extra} failed: {r.stderr.strip().splitlines()[-1:]}")
+            common.fail(f"memory run {extra} failed: {r.stderr.strip().splitlines()[-1:]}")
         return json.loads(r.stdout.strip().splitlines()[-1])
     base = child(["--floor"])  # the runtime and the weights
     mib = lambda b: f"{b / 2**20:,.0f}"

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
 import config  # noqa: E402
 import kernels  # noqa: E402
 import model  # noqa: E402
@@ -38,7 +39,7 @@ def main(argv):
         argv.remove(a)
     cfg = config.parse(argv, default_file="configs/tiny_gpt2.py")
     if cfg["grad_accum"] != 1:
-        config.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
+        common.fail("rounding_cost times single-batch steps; leave grad_accum at 1")
     runs = {name: list(build(cfg, *v)) for name, v in VARIANTS.items()}  # name -> [step, params, state, batch sharding]
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg["vocab_size"], (cfg["batch_size"], cfg["seq_len"]), dtype=np.int32)

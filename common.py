@@ -1,0 +1,74 @@
+"""The ground floor: what every file needs, from the standard library alone, so that a numpy-only module
+(scaling.py, toy_momentum.py, noise_scale.py) can print an error or write a file without loading JAX.
+
+- `fail`: the one error exit, a clear `error: ...` line instead of a traceback wall;
+- `atomic_write` / `write_json`: a reader (or a killed writer) never sees half a file;
+- `read_json` / `read_jsonl` / `read_run`: a train.py run directory as its files hold it (config.json, run.json,
+  metrics.jsonl, summary.json), read by sample.py, sweep.py, scaling.py, noise_scale.py and figures.py alike.
+"""
+import json
+import os
+
+DIVERGED = 3  # train.py's exit status when the loss or weights stop being finite (sweep.py records "diverged")
+
+
+class Diverged(SystemExit):
+    """fail(..., diverged=True): train.py prints it, then exits with status DIVERGED."""
+
+
+def fail(msg, diverged=False):
+    """The one error exit: a clear line instead of a traceback wall."""
+    raise (Diverged if diverged else SystemExit)(f"error: {msg}")
+
+
+def atomic_write(path, write, mode="w"):
+    """Write a file through a temp file beside it + os.replace: a reader (or a killed writer) never sees
+    half a file. `write(f)` fills the open temp file; mode 'w' for text, 'wb' for bytes."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj, lines=False):
+    """obj as indented JSON, or (lines=True) a list as JSON lines, written atomically."""
+    text = "".join(json.dumps(r) + "\n" for r in obj) if lines else json.dumps(obj, indent=1)
+    atomic_write(path, lambda f: f.write(text))
+
+
+def read_json(path, default=None):
+    """A JSON file's object, or `default` when it is missing or not (yet) valid JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def read_jsonl(path):
+    """A JSON-lines file's rows ([] when missing); a line being written (not yet valid JSON) is skipped."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return rows
+
+
+def read_run(out_dir):
+    """A train.py run directory: dict(config, run, metrics, summary); a file not there (yet) reads as {} or []."""
+    at = lambda name: os.path.join(out_dir, name)
+    return dict(config=read_json(at("config.json"), {}), run=read_json(at("run.json"), {}),
+                metrics=read_jsonl(at("metrics.jsonl")), summary=read_json(at("summary.json"), {}))
