@@ -259,18 +259,3 @@ def load_weights(path, meta, mcfg, key, shard):
     params = load(path, {"params": jax.eval_shape(partial(model.init, saved), key)}, shard)[0]["params"]
     cast = jax.jit(lambda p: jax.tree.map(lambda w: w.astype(mcfg.param_dtype), p), out_shardings=shard["params"])
     return params if saved == mcfg else cast(params)
-
-
-def write_merged(cfg, run, done, params, log):
-    """A LoRA run's weights with the adapters merged in, as a normal run in <out_dir>/merged (config.json and
-    one checkpoint): sample.py, and a later --init_from, read it like any other run."""
-    out = os.path.join(cfg["out_dir"], "merged")
-    new = dict(cfg, out_dir=out, lora_rank=0, init_from=cfg["out_dir"])
-    os.makedirs(out, exist_ok=True)
-    if jax.process_index() == 0:
-        write_json(os.path.join(out, "config.json"), new)
-    try:
-        save(out, done, {"params": params}, dict(config=new, run=run, merged_from=cfg["out_dir"]), keep=1)
-    except OSError as e:
-        fail(f"could not write the merged weights to {out}: {e}")
-    log(f"LoRA: the adapters merged into the weights, a normal run in {out}")

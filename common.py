@@ -1,5 +1,6 @@
-"""The ground floor: what every file needs, from the standard library alone, so that a numpy-only module
-(scaling.py, toy_momentum.py, noise_scale.py) can print an error or write a file without loading JAX.
+"""The ground floor: what every file needs, from the standard library alone, so that a leaf module (scaling.py,
+toy_momentum.py, noise_scale.py, data.py) can print an error or write a file without loading the model and the
+config (scaling.py loads no JAX at all).
 
 - `fail`: the one error exit, a clear `error: ...` line instead of a traceback wall;
 - `atomic_write` / `write_json`: a reader (or a killed writer) never sees half a file;

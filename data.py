@@ -11,7 +11,7 @@ Every document is preceded by the tokenizer's separator (<|endoftext|>; NUL for 
     python data.py 'corpus/*.jsonl' --max_tokens=1e6
     python data.py stdlib --tokenizer=bytes           # -> data/stdlib-bytes/: one token per byte (V 256)
 """
-import argparse, contextlib, functools, glob, importlib.resources, itertools, json, os, re, sysconfig
+import argparse, contextlib, functools, glob, importlib.resources, itertools, json, math, os, re, sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,34 @@ def check(spec: str, data_dir: str = 'data'):
 class TokenData:
     def __init__(self, train: np.ndarray, val: np.ndarray, meta: dict, vocab_size: int):
         self.train, self.val, self.meta, self.vocab_size = train, val, meta, vocab_size  # uint16 [n]
+
+    def streams(self, seq_len: int):
+        """(train, val) as training reads them: Streams of sequences of seq_len tokens."""
+        return Stream(self.train, seq_len), Stream(self.val, seq_len, self.meta['val_bytes_per_token'])
+
+
+class Stream:
+    """One split of a token stream as training reads it: sequences of seq_len tokens. The batch interface
+    train.py reads every split through, shared with instruct.Packed (packed instruction rows): batch,
+    eval_batches, n_tokens, scores and examples (the prompts to answer: none here)."""
+    examples = None
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, bytes_per_token: float | None = None):
+        self.tokens, self.seq_len, self.bytes_per_token = tokens, seq_len, bytes_per_token  # [n]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, batch_size, seed, step, process_index=0, process_count=1):  # [b, T]: get_batch
+        return get_batch(self.tokens, batch_size, self.seq_len, seed, step, process_index, process_count)
+
+    def eval_batches(self, batch_size, max_tokens=None, process_index=0, process_count=1):  # [b, T] each
+        return eval_batches(self.tokens, batch_size, self.seq_len, max_tokens, process_index, process_count)
+
+    def scores(self, val_loss: float) -> dict:
+        """What a val loss means beyond itself: bits per byte, comparable across tokenizers."""
+        return {} if self.bytes_per_token is None else {'val_bpb': val_loss / math.log(2) / self.bytes_per_token}
 
 
 def read_shard(path) -> np.memmap:

@@ -14,7 +14,7 @@ Exact, because every optimizer in optim.py updates each weight (or each layer's 
 Adafactor's per-layer blocks, Muon's per-matrix orthogonalization) from its own gradient and state alone:
 an update of a layer's slice is that slice of the whole update. Each part is updated from the same
 state['step'], so the step counter advances once, and bf16 weights (and bf16 state, optim.stored) get the
-noise step.py's whole-tree rounding gives them (rounding.round_like with row0 = the layer). What couples
+noise the unfused step's whole-tree rounding gives them (rounding.apply_update with row0 = the layer). What couples
 weights cannot be fused: see why_not.
 """
 import jax
@@ -24,9 +24,6 @@ import model
 import optim
 import rounding
 import sharding
-
-f32 = jnp.float32
-
 
 def why_not(cfg, opt, abs_params, abs_opt):
     """None if the fused step equals step.py's unfused one for this run, else the reason in one line."""
@@ -62,21 +59,16 @@ def _merge(parts):
 
 
 def _updater(cfg, opt, abs_params, abs_state, step):
-    """(grads, state, params, row0) of one part -> (new params, new state): the optimizer's update added in
-    fp32 and cast back as step.py does it, weights and (bf16, optim.stored) state: stochastic rounding with
-    the noise of the leaf's rows in the whole tree (rounding.round_like; row0: the part is rows row0.. of
-    stacked leaves)."""
+    """(grads, state, params, row0) of one part -> (new params, new state) by rounding.apply_update, each leaf
+    with the noise of its rows in the whole tree (row0: the part is rows row0.. of stacked leaves)."""
     keys = lambda path: tuple(k.key for k in path)
     index = lambda tree: {keys(p): i for i, (p, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0])}
     at = lambda whole, part: [whole[keys(p)] for p, _ in jax.tree_util.tree_flatten_with_path(part)[0]]
     i_params, i_state = index(abs_params), index(abs_state)
-    key, s_key = rounding.step_key(cfg["seed"], step), rounding.step_key(cfg["seed"], step, state=True)
 
     def update(grads, state, params, row0=0):
-        u, new_state = opt.update(grads, state, params)
-        new = jax.tree.map(lambda p, u: p.astype(f32) + u, params, u)  # update in fp32
-        return (rounding.round_like(new, params, key, cfg["rounding"], at(i_params, params), row0),
-                rounding.round_like(new_state, state, s_key, cfg["rounding"], at(i_state, state), row0))
+        return rounding.apply_update(opt, grads, state, params, cfg["seed"], step, cfg["rounding"],
+                                     (at(i_params, params), at(i_state, state)), row0)
     return update
 
 

@@ -78,11 +78,25 @@ def is_instruct(spec):
 
 @dataclass
 class Packed:
+    """Packed rows of instruction data, read through data.Stream's batch interface (train.py reads both alike)."""
     tokens: np.ndarray  # [R, T] int32
     segments: np.ndarray  # [R, T] int32
     mask: np.ndarray  # [R, T] bool
     examples: list  # [(prompt, completion)] in the rows
     skipped: int  # examples longer than T
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens.size
+
+    def batch(self, batch_size, seed, step, process_index=0, process_count=1):
+        return get_batch(self, batch_size, seed, step, process_index, process_count)
+
+    def eval_batches(self, batch_size, max_tokens=None, process_index=0, process_count=1):
+        return eval_batches(self, batch_size, max_tokens, process_index, process_count)
+
+    def scores(self, val_loss):  # the loss of the completions is the score (train.py adds exact match)
+        return {}
 
 
 def pack(examples, tok, T):

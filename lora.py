@@ -16,6 +16,7 @@ checkpointing, which the paper's memory accounting assumes) a LoRA step holds th
 adapters, their gradient and state, and activations (benchmarks/bench.py --sections=finetune).
 """
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,36 @@ def merge(params, adapters, s):
     blocks = {k: (w.astype(jnp.float32) + delta(w, adapters["blocks"][k], s)).astype(w.dtype)
               if k in adapters["blocks"] else w for k, w in params["blocks"].items()}
     return {**params, "blocks": blocks}
+
+
+class Split:
+    """What a run's optimizer trains and what it holds fixed: every weight (a plain run: base None), or LoRA's
+    adapters over the frozen base weights. The train and eval steps take (trained, ..., *frozen)."""
+
+    def __init__(self, trained, base=None, s=None):
+        self.trained, self.base, self.s = trained, base, s
+
+    @classmethod
+    def of(cls, trees, cfg):
+        """From a checkpoint's (or a fresh init's) trees: {'params'} or LoRA's {'params', 'lora'}."""
+        return cls(trees["lora"], trees["params"], scale(cfg)) if "lora" in trees else cls(trees["params"])
+
+    @property
+    def frozen(self):
+        return () if self.base is None else (self.base,)
+
+    def weights(self):
+        """A plain parameter tree: the weights, with LoRA's adapters merged in."""
+        return self.trained if self.base is None else merge(self.base, self.trained, self.s)
+
+    def trees(self):
+        """What a checkpoint holds beside the optimizer state."""
+        return {"params": self.trained} if self.base is None else {"params": self.base, "lora": self.trained}
+
+
+def merged_config(cfg):
+    """The config of a LoRA run's merged weights: a normal run in <out_dir>/merged, from the LoRA run."""
+    return dict(cfg, out_dir=os.path.join(cfg["out_dir"], "merged"), lora_rank=0, init_from=cfg["out_dir"])
 
 
 def count(abs_params, cfg):

@@ -1,10 +1,12 @@
 """What a run costs before it runs (`python train.py <config> --dry_run=True`): parameters, FLOPs, bytes per
-device and hours on the planned hardware; and the device peak FLOP/s that MFU is measured against (a table
-for accelerators, a matmul probe on CPU).
+device and hours on the planned hardware; the device peak FLOP/s that MFU is measured against (a table for
+accelerators, a matmul probe on CPU), and beside it the run's meters: tokens/s and MFU (Meter), peak memory.
 """
 import math
 import re
+import resource
 import time
+from contextlib import contextmanager
 
 import jax
 import jax.numpy as jnp
@@ -58,14 +60,81 @@ def probe_peak(dtype, tries):
 
 _matmul = jax.jit(lambda a: a @ a)
 
+PROBE_EVERY_S = 30  # on CPU the matmul peak is measured again at the first log this long after the last
 
-def activation_bytes(cfg, mcfg, mesh):
+
+class Meter:
+    """Tokens/s and MFU of training alone: compilation, eval, checkpoints and peak probes are excluded.
+    On a CPU the matmul peak drifts, so it is probed again every PROBE_EVERY_S and each log window's MFU
+    is against the better of the probes before and after it. The summary leaves out the first window
+    (the first steps touch their memory for the first time and run ~1.5x slower on CPU)."""
+
+    def __init__(self, report, flops_per_token, tokens_per_step, step0, compute_dtype):
+        self.peak, self.probing, self.dtype = report["peak"], report["measured"], compute_dtype
+        self.flops_per_token, self.tokens_per_step, self.step0 = flops_per_token, tokens_per_step, step0
+        self.t_last = self.t_probe = time.perf_counter()
+        self.step_last, self.seconds, self.tokens, self.peak_seconds, self.skipped = step0, 0.0, 0, 0.0, False
+
+    def window(self, done, n_steps, params):
+        """Speed of the steps since the last window, which ended at step `done` (their losses are fetched)."""
+        dt = time.perf_counter() - self.t_last
+        tokens = (done - self.step_last) * self.tokens_per_step
+        peak = self.peak
+        if self.probing and time.perf_counter() - self.t_probe > PROBE_EVERY_S:
+            jax.block_until_ready(params)
+            p = probe_peak(self.dtype, 3)
+            peak, self.peak, self.t_probe = max(self.peak, p), p, time.perf_counter()
+        if self.step_last == self.step0 and done < n_steps:
+            self.skipped = True  # the warm-up window
+        else:
+            self.seconds, self.tokens = self.seconds + dt, self.tokens + tokens
+            self.peak_seconds += dt * peak
+        self.t_last, self.step_last = time.perf_counter(), done
+        return dict(tokens_per_s=tokens / dt, mfu=tokens / dt * self.flops_per_token / (peak * jax.device_count()),
+                    peak_flops=peak)
+
+    @contextmanager
+    def paused(self, params):
+        """Time spent inside (eval, checkpoint) is not training; the steps still in flight are."""
+        jax.block_until_ready(params)
+        t0 = time.perf_counter()
+        yield
+        self.t_last += time.perf_counter() - t0
+
+    def totals(self):
+        """Tokens/s and MFU of the whole run but its warm-up window (None before a second window)."""
+        if not self.seconds:
+            return None
+        tps, peak = self.tokens / self.seconds, self.peak_seconds / self.seconds
+        return dict(tokens=self.tokens, seconds=self.seconds, tokens_per_s=tps, peak_flops=peak,
+                    mfu=tps * self.flops_per_token / (peak * jax.device_count()))
+
+    def summary(self):
+        if not (t := self.totals()):
+            return None
+        return (f"trained {t['tokens']:,} tokens in {t['seconds']:.1f} s: {t['tokens_per_s']:,.0f} tokens/s, MFU "
+                f"{t['mfu']:.1%} of the {t['peak_flops']:.3g} FLOP/s/device peak "
+                f"{'measured around the log windows' if self.probing else 'above'}"
+                f"{' (after the first log window: warm-up)' if self.skipped else ''}")
+
+
+def peak_memory():
+    """(bytes, what): the device's peak allocation where it reports one (GPU, TPU), else this process's
+    peak resident set (CPU: weights, state, activations and the Python/XLA runtime)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"], "device"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
+
+
+def activation_bytes(cfg, mcfg, mesh, remat=None):
     """Estimated bytes per device of what one micro-batch keeps for its backward pass: b = B / grad_accum /
     data rows, head and MLP tensors split over 'model' when it divides them, in the compute dtype.
     A block keeps 4 tensors [b, T, D] (its input, both norms, the mid residual), 6 head-width ones (q, k, v,
     then q, k after qk-norm and RoPE, the attention output), the attention probabilities (XLA's attention keeps
     them; 3/4 of [b, N, T, T]: model.causal_attention skips the masked quarter) and 2 [b, T, F] (the MLP
-    before and after GELU). With remat only each block's input is kept and one block is recomputed at a time.
+    before and after GELU). With remat (or the fused step, which recomputes each layer: remat=True) only each
+    block's input is kept and one block is recomputed at a time.
     The loss keeps the final hidden state and one chunk of logits [b·T, ce_chunk] in fp32, two while
     differentiating (kernels.cross_entropy)."""
     D, L, T, N, V = mcfg.d_model, mcfg.n_layers, mcfg.seq_len, mcfg.n_heads, mcfg.vocab_size
@@ -73,14 +142,15 @@ def activation_bytes(cfg, mcfg, mesh):
     b = cfg["batch_size"] // cfg["grad_accum"] // mesh.shape["data"]
     split = lambda n: m if n % m == 0 else 1
     block = b * T * c * (4 * D + 6 * D / split(N) + 2 * F / split(F) + 0.75 * N * T / split(N))
-    kept = L * b * T * D * c if mcfg.remat else (L - 1) * block
+    kept = L * b * T * D * c if (mcfg.remat if remat is None else remat) else (L - 1) * block
     return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
 
 
-def memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora=None):
+def memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora=None, fused=False):
     """Bytes per device, from the shard shapes the sharding rules give (works on an abstract mesh). LoRA
     (abs_lora): the base is frozen, so gradients, optimizer state and the accumulation buffer are the
-    adapters' (fp32), which add their own bytes."""
+    adapters' (fp32), which add their own bytes. fused (fused.py's step): no whole gradient, only the
+    largest of one layer's gradient and an embedding's, and the activations of per-block checkpointing."""
     mesh = shard["batch"].mesh
     per_device = lambda tree, sh, size=None: sum(math.prod(s.shard_shape(x.shape)) * (size or x.dtype.itemsize)
                                                  for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
@@ -91,19 +161,29 @@ def memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora=None):
     mem = {"params": per_device(abs_params, shard["params"]),
            **({} if abs_lora is None else {"lora adapters": per_device(abs_lora, shard["lora"])}),
            "gradients": per_device(trained, t_shard),  # jax.grad returns them in the params' dtype
+           **({} if not fused else {"gradients": largest_part(abs_params, shard["params"], per_device)}),
            "optimizer state": per_device(abs_opt, shard["opt"]),
            # step.accumulate_grads sums micro-batch gradients in fp32
            "accumulation buffer": per_device(trained, t_shard, 4) if cfg["grad_accum"] > 1 else 0,
            "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # gather_weights, all layers
-           "activations": activation_bytes(cfg, mcfg, mesh)}
+           "activations": activation_bytes(cfg, mcfg, mesh, remat=True if fused else None)}
     mem["total"] = sum(mem.values())
     return mem
 
 
-def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
+def largest_part(abs_params, shard, per_device):
+    """Bytes per device of the largest gradient the fused step holds at once: one layer's slice of the
+    stacked blocks, or one embedding's."""
+    L = jax.tree.leaves(abs_params["blocks"])[0].shape[0]
+    layer = per_device(abs_params["blocks"], shard["blocks"]) / L
+    return int(max(layer, *(per_device(abs_params[k], shard[k]) for k in abs_params if k != "blocks")))
+
+
+def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None, fused=False):
     """Print (and return) what the run will cost: sizes, FLOPs, bytes per device, hours. Abstract: on an
     abstract mesh (--dry_run with plan_devices) this plans for hardware that is not present. `run` is
-    the run's derived record (train.derive: steps, parameter counts, FLOPs per token)."""
+    the run's derived record (train.derive: steps, parameter counts, FLOPs per token); fused: the train step is
+    fused.py's (the table shows what that step holds)."""
     mesh = shard["batch"].mesh
     n, planned = mesh.size, not isinstance(mesh, jax.sharding.Mesh)
     use_plan = cfg["dry_run"] and cfg["plan_device"]
@@ -115,7 +195,7 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
     B, T, A = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
     flops_step = run["flops_per_token"] * B * T
     hours = run["n_steps"] * flops_step / (peak * n) / 3600
-    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora)
+    mem = memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora, fused)
     gb = lambda x: f"{x / 1e9:9.3f} GB"
     log(f"plan: {n} x {kind} as mesh data {mesh.shape['data']} x model {mesh.shape['model']}"
         f"{' (planned: not present here)' if planned else ''}")
@@ -129,12 +209,14 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None):
         f"{B // A // mesh.shape['data']} per data shard, of {T} tokens")
     lora_note = f"rank {cfg['lora_rank']} on {cfg['lora_targets']}, fp32"
     notes = {"params": mcfg.param_dtype + (", frozen" if abs_lora else ""), "lora adapters": lora_note,
-             "gradients": "of the adapters, fp32" if abs_lora else mcfg.param_dtype,
+             "gradients": "of the adapters, fp32" if abs_lora else
+             f"fused step: one layer's or an embedding's at a time, {mcfg.param_dtype}" if fused else mcfg.param_dtype,
              "optimizer state": f"{cfg['optimizer']}, {'bf16' if cfg['state_dtype'] == 'bfloat16' else 'fp32'}" +
                                 (", of the adapters" if abs_lora else ""),
              "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
              "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
-             "activations": f"estimate: {'remat, block inputs + 1 block' if mcfg.remat else 'every block'} + loss"}
+             "activations": "estimate: " + ("remat, block inputs + 1 block" if mcfg.remat else "fused step, block "
+                                            "inputs + 1 block recomputed" if fused else "every block") + " + loss"}
     for k, v in mem.items():
         log(f"    {k:20s}{gb(v)}  {notes.get(k, '') if k != 'total' else ''}"
             f"{f'of {hbm / 1e9:.1f} GB ({kind})' if k == 'total' and hbm else ''}")

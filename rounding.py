@@ -5,8 +5,9 @@ size 1 the per-step update is often ~1e-4 or smaller: below half that spacing, s
 every update away and the weight never moves. Stochastic rounding rounds up with probability equal to the
 fractional distance to the upper bf16 neighbour, so the stored weight equals the fp32 result *on average*
 and small updates survive. The paper keeps weights in bf16, computes each update in fp32, and rounds the
-result back this way; step.py does that with round_like(new, params, step_key(seed, step), mode), and
-the same for optimizer state kept in bf16 (optim.stored).
+result back this way: apply_update, the one function every train step updates its weights with, does that
+with round_like(new, params, step_key(seed, step), mode), and the same for optimizer state kept in bf16
+(optim.stored).
 
 Run `python rounding.py` for the demonstration: add 1e-4 to a weight of 1.0 ten thousand times.
 """
@@ -106,6 +107,21 @@ def round_like(new, old, key, mode, index=None, row0=0):
     out = [round_leaf(x, key, i, mode, row0) if o.dtype == jnp.bfloat16 else x.astype(o.dtype)
            for x, o, i in zip(leaves, jax.tree.leaves(old), index)]
     return jax.tree.unflatten(treedef, out)
+
+
+def apply_update(opt, grads, state, params, seed, step, mode, index=None, row0=0):
+    """The one place a train step changes the weights (step.py's unfused and LoRA steps, fused.py's parts):
+    the optimizer's update in fp32 added to the weights in fp32, then every leaf back to its stored dtype,
+    bf16 by `mode` rounding with the noise of (seed, step) (Sec. 6); the optimizer state likewise (bf16 state,
+    optim.stored), from its own stream. Returns (new params, new state).
+    index, row0: `params` and `state` are a part of the whole trees, (params leaf positions, state leaf
+    positions) in them and the first row of their stacked leaves (fused.py), so each leaf gets the noise the
+    whole tree's rounding would give it."""
+    updates, new_state = opt.update(grads, state, params)
+    new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)
+    i_params, i_state = index or (None, None)
+    return (round_like(new, params, step_key(seed, step), mode, i_params, row0),
+            round_like(new_state, state, step_key(seed, step, state=True), mode, i_state, row0))
 
 
 def demo(steps=10_000, update=1e-4, n=1, seed=0):

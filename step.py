@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import fused
+import fused as fused_lib
 import lora
 import model
 import noise_scale
@@ -52,18 +52,19 @@ def unfused_reason(cfg, mcfg, opt):
     if not cfg["fused_update"]:
         return "fused_update=False"
     abs_params = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
-    return fused.why_not(cfg, opt, abs_params, jax.eval_shape(opt.init, abs_params))
+    return fused_lib.why_not(cfg, opt, abs_params, jax.eval_shape(opt.init, abs_params))
 
 
-def make_train_step(cfg, mcfg, opt, shard, k=1):
+def make_train_step(cfg, mcfg, opt, shard, k=1, fused=None):
     """(params, opt_state, batch [B, T], step) -> (params, opt_state, loss); params and state donated.
     k > 1: k optimizer steps in one call, (params, opt_state, batches [k, B, T], first step) -> (..., losses [k]).
-    LoRA (cfg lora_rank): (adapters, opt_state, batch, step, base params) -> (adapters, opt_state, loss)."""
+    LoRA (cfg lora_rank): (adapters, opt_state, batch, step, base params) -> (adapters, opt_state, loss).
+    fused: fused.py's step (the caller decided with unfused_reason), the unfused one, or None to decide here."""
     if cfg["lora_rank"]:
         train_step, trained, extra = lora_step(cfg, mcfg, opt, shard), shard["lora"], (shard["params"],)
     else:
-        train_step = unfused_step(cfg, mcfg, opt, shard) if unfused_reason(cfg, mcfg, opt) else \
-            fused.train_step_fn(cfg, mcfg, opt, shard)
+        fused = unfused_reason(cfg, mcfg, opt) is None if fused is None else fused
+        train_step = fused_lib.train_step_fn(cfg, mcfg, opt, shard) if fused else unfused_step(cfg, mcfg, opt, shard)
         trained, extra = shard["params"], ()
     fn, batch = (train_step, shard["batch"]) if k == 1 else (scan_steps(train_step, k), sharding.stacked(shard["batch"]))
     return jax.jit(fn, donate_argnums=(0, 1), in_shardings=(trained, shard["opt"], batch, None, *extra),
@@ -78,26 +79,18 @@ def lora_step(cfg, mcfg, opt, shard):
 
     def train_step(adapters, opt_state, batch, step, base):
         loss_v, grads = accumulate_grads(lambda a, b: loss(base, b, a), adapters, batch, cfg["grad_accum"])
-        updates, new_state = opt.update(grads, opt_state, adapters)
-        new_state = rounding.round_like(new_state, opt_state, rounding.step_key(cfg["seed"], step, state=True),
-                                        cfg["rounding"])  # bf16 state (optim.stored)
-        return jax.tree.map(jnp.add, adapters, updates), new_state, loss_v
+        return *rounding.apply_update(opt, grads, opt_state, adapters, cfg["seed"], step, cfg["rounding"]), loss_v
     return train_step
 
 
 def unfused_step(cfg, mcfg, opt, shard):
-    """The train step as jax.value_and_grad gives it: every gradient first, then the optimizer."""
+    """The train step as jax.value_and_grad gives it: every gradient first, then the optimizer (in fp32, the
+    weights and state rounded back to their dtypes: rounding.apply_update)."""
     loss = loss_fn(mcfg, shard)
 
     def train_step(params, opt_state, batch, step):
         loss_v, grads = accumulate_grads(loss, params, batch, cfg["grad_accum"])
-        updates, new_state = opt.update(grads, opt_state, params)
-        new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)  # update in fp32
-        # cast back with the chosen rounding (rounding.py, Sec. 6): bf16 weights, and bf16 state (optim.stored)
-        new = rounding.round_like(new, params, rounding.step_key(cfg["seed"], step), cfg["rounding"])
-        new_state = rounding.round_like(new_state, opt_state, rounding.step_key(cfg["seed"], step, state=True),
-                                        cfg["rounding"])
-        return new, new_state, loss_v
+        return *rounding.apply_update(opt, grads, opt_state, params, cfg["seed"], step, cfg["rounding"]), loss_v
     return train_step
 
 
@@ -115,10 +108,12 @@ def scan_steps(train_step, k):
     return steps
 
 
-def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, k=1, packed=False, abs_lora=None):
+def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, k=1, packed=False, abs_lora=None,
+                     fused=None):
     """The sharded train step (of k steps per call) lowered from abstract arguments (nothing is allocated);
     `platform` lowers for devices that are not here (an abstract mesh: --dry_run with plan_devices).
-    packed: batches of instruction data (instruct.py); abs_lora: LoRA's adapters, trained instead of params."""
+    packed: batches of instruction data (instruct.py); abs_lora: LoRA's adapters, trained instead of params;
+    fused: as make_train_step."""
     place = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     B, T = cfg["batch_size"], cfg["seq_len"]
     shape, sh = ((B, T), shard["batch"]) if k == 1 else ((k, B, T), sharding.stacked(shard["batch"]))
@@ -128,16 +123,18 @@ def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, 
     params = place(abs_params, shard["params"])
     args = (place(abs_lora, shard["lora"]), place(abs_opt, shard["opt"]), batch, np.int32(0), params) if abs_lora \
         else (params, place(abs_opt, shard["opt"]), batch, np.int32(0))
-    traced = make_train_step(cfg, mcfg, opt, shard, k).trace(*args)
+    traced = make_train_step(cfg, mcfg, opt, shard, k, fused).trace(*args)
     return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
 
 
 def make_eval_loss(cfg, mcfg, shard):
-    """(params, batch) -> mean loss; LoRA: (base params, batch, adapters)."""
+    """(trained, batch, *frozen) -> mean loss, the train step's arguments (lora.Split): (params, batch), or
+    LoRA's (adapters, batch, base params)."""
     if cfg["lora_rank"]:
         s = lora.scale(cfg)
-        return jax.jit(loss_fn(mcfg, shard, adapt=lambda a: lora.adapt(a, s)),
-                       in_shardings=(shard["params"], shard["batch"], shard["lora"]))
+        loss = loss_fn(mcfg, shard, adapt=lambda a: lora.adapt(a, s))
+        return jax.jit(lambda adapters, batch, base: loss(base, batch, adapters),
+                       in_shardings=(shard["lora"], shard["batch"], shard["params"]))
     return jax.jit(loss_fn(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
 
 

@@ -252,3 +252,36 @@ def test_rows_of_a_stacked_leaf_round_as_in_the_whole_leaf():
     assert np.any(np.asarray(noise16(k, (1, 3, 4), 4)) != np.asarray(noise16(k, (1, 3, 4), 3)))  # rows differ
     np.testing.assert_array_equal(bf16_bits(round_leaf(x, k, 2, "stochastic")),
                                   bf16_bits(round_tree([x, x, x], k, "stochastic")[2]))  # leaf i as in a tree
+
+
+def test_apply_update_is_optax_adamw_added_in_fp32_then_rounded_to_the_stored_dtype():
+    """rounding.apply_update, the one function every train step changes weights with: fp32 weights get exactly
+    params + optax.adamw's update (1e-6); bf16 weights get that fp32 sum on one of its two bf16 neighbours, up
+    with the probability of its fractional position (the count of round-ups is within 5 standard errors of
+    the sum of those probabilities), or to the nearest with mode 'nearest'; the state stays fp32."""
+    import optax
+    import optim
+    from rounding import apply_update
+    lr, b1, b2 = 1e-2, 0.9, 0.99
+    opt, ref = optim.adamw(lr, b1, b2), optax.adamw(lr, b1, b2, eps=1e-8, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(128, 128)).astype(np.float32)  # [16384]
+    g = {"w": jnp.asarray(rng.normal(size=w.shape), jnp.float32)}
+    u_ref, _ = ref.update(g, ref.init({"w": jnp.asarray(w)}), {"w": jnp.asarray(w)})
+    exact = w.astype(np.float64) + np.asarray(u_ref["w"], np.float64)  # fp32 sum, widened
+    new, state = apply_update(opt, g, opt.init({"w": jnp.asarray(w)}), {"w": jnp.asarray(w)}, 0, 3, "stochastic")
+    np.testing.assert_allclose(np.asarray(new["w"]), exact, rtol=0, atol=1e-6)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["m"]))
+    p16 = {"w": jnp.asarray(w, jnp.bfloat16)}
+    u16, _ = ref.update(g, ref.init(p16), jax.tree.map(lambda x: x.astype(jnp.float32), p16))
+    y = np.asarray(p16["w"], np.float32) + np.asarray(u16["w"], np.float32)  # the fp32 sum the step rounds
+    trunc = y.view(np.uint32) >> 16 << 16  # the bf16 neighbour towards zero, and the next one away from it
+    toward, away = trunc.view(np.float32), (trunc + (1 << 16)).astype(np.uint32).view(np.float32)
+    got, _ = apply_update(opt, g, opt.init(p16), p16, 0, 3, "stochastic")
+    x = np.asarray(got["w"], np.float32)
+    assert got["w"].dtype == jnp.bfloat16 and np.all((x == toward) | (x == away))
+    p_away = (y - toward) / (away - toward)  # the fractional position: the probability of rounding away
+    ups = np.sum(x == away)
+    assert abs(ups - p_away.sum()) < 5 * np.sqrt(np.sum(p_away * (1 - p_away))), (ups, p_away.sum())
+    nearest, _ = apply_update(opt, g, opt.init(p16), p16, 0, 3, "nearest")
+    np.testing.assert_array_equal(np.asarray(nearest["w"], np.float32), y.astype(ml_dtypes.bfloat16).astype(np.float32))

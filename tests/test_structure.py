@@ -57,3 +57,16 @@ def test_readme_file_map_names_every_module():
     assert not missing, f"README's file map lacks {missing}"
     assert not [m for m in MODULES if m not in ast.literal_eval(
         (ROOT / "pyproject.toml").read_text().split("py-modules = ", 1)[1].splitlines()[0])], "pyproject py-modules"
+
+
+def test_one_function_rounds_updated_weights():
+    """Every train step (step.py's unfused and LoRA steps, fused.py's parts) changes the weights through
+    rounding.apply_update: no other module calls the rounding functions themselves."""
+    rounders = {"round_like", "round_tree", "round_leaf", "stochastic_round", "nearest_round"}
+    for path in [*MODULES.values(), *SCRIPTS]:
+        if path.stem == "rounding" or path.parent.name == "benchmarks":  # benchmarks time rounding on its own
+            continue
+        used = {a for m, a in project_imports(path)[1] if m == "rounding"}
+        assert not used & rounders, f"{path.name} rounds with {used & rounders}, not rounding.apply_update"
+    users = {p.stem for p in MODULES.values() if ("rounding", "apply_update") in project_imports(p)[1]}
+    assert users == {"step", "fused"}, users

@@ -80,7 +80,7 @@ def test_cpu_mfu_is_against_the_peak_probed_around_each_log_window(tmp_path, mon
     probes = [100e9, 200e9, 50e9, 80e9, 60e9]  # the first is the start-up probe (device_peak)
     it = iter(probes)
     monkeypatch.setattr(plan, "probe_peak", lambda dtype, tries: next(it))
-    monkeypatch.setattr(train, "PROBE_EVERY_S", -1)  # probe at every log
+    monkeypatch.setattr(plan, "PROBE_EVERY_S", -1)  # probe at every log
     d, V, T = tmp_path / "ds", 256, 16
     d.mkdir()
     (np.arange(20_000) * 7 % V).astype(np.uint16).tofile(d / "tokens.u16")
