@@ -6,8 +6,9 @@
 writes next to the first CSV: fig1a.png (best val loss by batch size, per optimizer: paper Fig. 1a),
 lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Adam's loss against t2
 around its best), fig5.png (β2 = 0.95 at every batch size against t2 fixed: Fig. 5) and curves.png
-(train loss against tokens of each batch size's best run), and prints the claims table (README).
-A point that diverged is drawn as an x at the top of its panel; seeds, if a sweep has them, are averaged.
+(train loss against tokens of each batch size's best run, and its difference from the smallest batch's),
+and prints the claims table (README). Every finite point lies inside its panel; a point that diverged is an
+x in a band above the data, past a dotted line. Seeds, if a sweep has them, are averaged.
 --finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
 and its table (README "Fine-tuning").
 """
@@ -18,6 +19,7 @@ import os
 from collections import defaultdict
 
 OPTIMIZERS = {"sgd": "SGD", "adafactor": "Adafactor", "adamw": "Adam", "muon": "Muon", "signum": "Signum"}
+DIVERGED = dict(ms=7, mew=1.5, gid="diverged")  # a diverged point: an x (fmt "x") in the band above the data
 
 
 def read(path):
@@ -59,6 +61,28 @@ def line(ax, pts, fmt, **kw):
     return ax.plot(*zip(*pts), fmt, **kw)[0] if pts else None
 
 
+def y_range(ax, losses):
+    """y limits showing every finite loss; if some are inf (diverged), a band above them, past a dotted line,
+    where the x's go. Returns the band's y."""
+    finite = [v for v in losses if v < math.inf] or [0.0]
+    lo, hi = min(finite), max(finite)
+    pad = 0.05 * (hi - lo) or 0.05
+    if any(v == math.inf for v in losses):
+        ax.axhline(hi + 2 * pad, color="0.6", ls=":", lw=0.8)
+        ax.set_ylim(lo - pad, hi + 4.5 * pad)
+    else:
+        ax.set_ylim(lo - pad, hi + pad)
+    return hi + 3.2 * pad
+
+
+def legend(axes, **kw):
+    """One legend for the panels (on the last), with an entry for the x's when a panel has any."""
+    entries = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    if any(line.get_gid() == "diverged" for ax in axes for line in ax.get_lines()):
+        entries["diverged (above the dotted line)"] = axes[-1].plot([], [], "x", color="0.3", **DIVERGED)[0]
+    axes[-1].legend(entries.values(), entries.keys(), **kw)
+
+
 def plot_fig1a(rows, ax):
     for o in optimizers(rows):
         line(ax, [(B, b[1]) for B in batch_sizes(rows) if (b := best(rows, o, B))], "o-", label=OPTIMIZERS[o])
@@ -71,17 +95,16 @@ def plot_fig1a(rows, ax):
 def plot_lr(rows, axes):
     from matplotlib.ticker import NullFormatter
     for ax, o in zip(axes, optimizers(rows)):
-        lo = min((b[1] for B in batch_sizes(rows) if (b := best(rows, o, B))), default=0)
-        for B in batch_sizes(rows):
-            d = by_lr(rows, o, B)
-            if d:
-                color = f"C{batch_sizes(rows).index(B)}"
-                line(ax, [(lr, v) for lr, v in d.items() if v < math.inf], "o-", ms=3, color=color, label=f"B {B}")
-                line(ax, [(lr, lo + 1.0) for lr, v in d.items() if v == math.inf], "x", color=color)
-        ax.set(xscale="log", ylim=(lo - 0.05, lo + 1.05), xlabel="peak LR", title=f"{OPTIMIZERS[o]}: loss vs LR (Fig. 3)")
+        curves = {B: d for B in batch_sizes(rows) if (d := by_lr(rows, o, B))}
+        top = y_range(ax, [v for d in curves.values() for v in d.values()])
+        for B, d in curves.items():
+            color = f"C{batch_sizes(rows).index(B)}"
+            line(ax, [(lr, v) for lr, v in d.items() if v < math.inf], "o-", ms=3, color=color, label=f"B {B}")
+            line(ax, [(lr, top) for lr, v in d.items() if v == math.inf], "x", color=color, **DIVERGED)
+        ax.set(xscale="log", xlabel="peak LR", title=f"{OPTIMIZERS[o]}: loss vs LR (Fig. 3)")
         ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... overlap on a narrow panel
-    axes[0].set_ylabel("final val loss (x: diverged)")
-    axes[-1].legend(fontsize=7)
+    axes[0].set_ylabel("final val loss")
+    legend(axes, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the panels: over no data
 
 
 def t2_scan(rows, B):
@@ -99,34 +122,67 @@ def t2_scan(rows, B):
 
 
 def plot_t2(rows, ax):
-    for B in (min(batch_sizes(rows)), max(batch_sizes(rows))):
-        line(ax, [(f, v) for f, v in sorted(t2_scan(rows, B).items()) if v < math.inf], "o-", label=f"B {B}")
+    from matplotlib.ticker import NullFormatter
+    scans = {B: t2_scan(rows, B) for B in sorted({min(batch_sizes(rows)), max(batch_sizes(rows))})}
+    top = y_range(ax, [v for d in scans.values() for v in d.values()])
+    for i, (B, d) in enumerate(scans.items()):
+        line(ax, [(f, v) for f, v in d.items() if v < math.inf], "o-", color=f"C{i}", label=f"B {B}")
+        line(ax, [(f, top) for f, v in d.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
+    factors = sorted({f for d in scans.values() for f in d})
     ax.set(xscale="log", xlabel="t2 / grid t2 (at the best LR)", ylabel="final val loss", title="Adam: loss vs t2")
-    ax.legend()
+    ax.set_xticks(factors, [f"1/{1 / f:g}" if f < 1 else f"{f:g}" for f in factors])  # the factors tried, by name
+    ax.xaxis.set_minor_formatter(NullFormatter())  # matplotlib's own labels of a 2-decade axis overlap
+    legend([ax])
 
 
 def plot_fig5(rows, rows95, ax):
-    for rs, label in ((rows, "t2 fixed"), (rows95, "β2 = 0.95 at every batch size")):
-        line(ax, [(B, b[1]) for B in batch_sizes(rs) if (b := best(rs, "adamw", B))], "o-", label=label)
-        div = [B for B in batch_sizes(rs) if by_lr(rs, "adamw", B) and not best(rs, "adamw", B)]
-        if div:
-            ax.plot(div, [ax.get_ylim()[1]] * len(div), "x", label=f"{label}: diverged at every LR")
+    sets = (rows, "t2 fixed"), (rows95, "β2 = 0.95 at every batch size")
+    bests = [{B: (b[1] if (b := best(rs, "adamw", B)) else math.inf) for B in batch_sizes(rs) if by_lr(rs, "adamw", B)}
+             for rs, _ in sets]
+    top = y_range(ax, [v for d in bests for v in d.values()])
+    for i, (d, (_, label)) in enumerate(zip(bests, sets)):
+        line(ax, [(B, v) for B, v in d.items() if v < math.inf], "o-", color=f"C{i}", label=label)
+        line(ax, [(B, top) for B, v in d.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss",
            title="Adam: β2 fixed vs t2 fixed (Fig. 5)")
     ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
-    ax.legend()
+    legend([ax])
 
 
-def plot_curves(rows, curves, ax, opt="adamw"):
+def plot_curves(rows, curves, axes, opt="adamw"):
+    """Left: train loss against tokens of each batch size's best run, all of it (log y); right: each run's loss
+    minus the smallest batch's at the same tokens (symlog y: linear within ±0.02), where curves that the left
+    panel draws on top of each other come apart. Styles differ per batch size; smaller batches are on top."""
+    import numpy as np
+    from matplotlib.ticker import ScalarFormatter
+    runs = {}
     for B in batch_sizes(rows):
         if b := best(rows, opt, B):
             name = next(r["name"] for r in rows if r["optimizer"] == opt and r["batch_size"] == B and r["lr"] == b[0]
                         and r["variant"] is None)
-            line(ax, [(c["tokens"], c["train_loss"]) for c in curves if c["name"] == name and c["train_loss"] is not None],
-                 "-", label=f"B {B}, lr {b[0]:g}")
-    ax.set(xlabel="tokens", ylabel="train loss (window mean)", title=f"{OPTIMIZERS[opt]}: best run of each batch size",
-           ylim=(None, 3.0))
-    ax.legend(fontsize=7)
+            pts = [(c["tokens"], c["train_loss"]) for c in curves if c["name"] == name and c["train_loss"] is not None]
+            if pts:
+                runs[B] = b[0], np.array(pts).T
+    if not runs:
+        return
+    B0, (_, (t0, l0)) = next(iter(runs.items()))
+    diffs = [0.0]
+    for i, (B, (lr, (t, loss))) in enumerate(runs.items()):
+        style = dict(color=f"C{i}", ls=("-", "--", "-.", ":")[i % 4], marker="os^vD"[i % 5], ms=3, zorder=10 - i,
+                     label=f"B {B}, lr {lr:g}")
+        axes[0].plot(t, loss, **style)
+        inside = (t >= t0.min()) & (t <= t0.max())
+        axes[1].plot(t[inside], d := loss[inside] - np.interp(t[inside], t0, l0), **style)
+        diffs += list(d)
+    axes[0].set(xlabel="tokens", ylabel="train loss (window mean)", yscale="log",
+                title=f"{OPTIMIZERS[opt]}: best run of each batch size")
+    axes[0].yaxis.set_major_formatter(ScalarFormatter())  # 2, 3, 4 rather than 2x10^0, ...
+    axes[0].yaxis.set_minor_formatter(ScalarFormatter())
+    axes[1].axhline(0, color="0.6", lw=0.8)
+    axes[1].set_yscale("symlog", linthresh=0.02)
+    axes[1].set_ylim(min(2 * min(diffs), -0.02), max(2 * max(diffs), 0.02))  # every point, past the edges
+    axes[1].set(xlabel="tokens", ylabel=f"train loss − B {B0}'s", title=f"difference from batch size {B0}")
+    axes[0].legend(fontsize=7)
 
 
 def claims(rows, rows95=None):
@@ -237,7 +293,7 @@ def main(argv=None):
             "t2": lambda: plot_t2(rows, plt.subplots(figsize=(5, 4))[1]),
             "lr": lambda: plot_lr(rows, plt.subplots(1, len(optimizers(rows)), figsize=(4.5 * len(optimizers(rows)), 4),
                                                      sharey=False, squeeze=False)[1][0]),
-            "curves": lambda: plot_curves(rows, curves, plt.subplots(figsize=(6, 4))[1]) if curves else None,
+            "curves": lambda: plot_curves(rows, curves, plt.subplots(1, 2, figsize=(11, 4))[1]) if curves else None,
             "fig5": lambda: plot_fig5(rows, rows95, plt.subplots(figsize=(5, 4))[1]) if rows95 else None}
     for name, draw in figs.items():
         if draw() is None and plt.get_fignums():

@@ -9,14 +9,13 @@ keeps the hardware busy is best.
     python noise_scale.py plot out/tiny           # B_simple over training -> out/tiny/noise_scale.png
 """
 import argparse
-import json
 import os
 import sys
 
 import jax
 import jax.numpy as jnp
 
-from common import atomic_write, fail
+from common import atomic_write, fail, read_run
 
 SEED = 0x4E53  # "NS": the measurement's batches are drawn with seed + SEED, a stream apart from training's
 
@@ -70,14 +69,12 @@ def plot(run_dir, out=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        fail(f"no metrics.jsonl in {run_dir!r}")
-    rows = [m for m in map(json.loads, open(path)) if "b_simple" in m]
+    run = read_run(run_dir)
+    cfg, rows = run["config"], [m for m in run["metrics"] if "b_simple" in m]
+    if not cfg:
+        fail(f"no config.json in {run_dir!r}: not a train.py run directory")
     if not rows:
-        fail(f"{path} has no b_simple rows: train with --noise_every=<tokens>")
-    with open(os.path.join(run_dir, "config.json")) as f:
-        cfg = json.load(f)
+        fail(f"{os.path.join(run_dir, 'metrics.jsonl')} has no b_simple rows: train with --noise_every=<tokens>")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([m["tokens"] for m in rows], [m["b_simple"] for m in rows], marker=".")
     ax.axhline(cfg["batch_size"], color="k", ls="--", lw=0.8, label=f"batch size used ({cfg['batch_size']})")

@@ -4,8 +4,7 @@
     python scaling.py fit out/sweep/ [--csv runs.csv]              # a folder of train.py runs (saved as a CSV)
     python scaling.py optimal --flops 1e21 runs.csv                # N_opt, D_opt, loss (or --loss 2.0)
     python scaling.py bench                                        # time approach 3 on 250 synthetic runs
-
-The train.py commands of an IsoFLOP sweep come from `python sweep.py isoflop`.
+    python scaling.py isoflop --budgets 1e13 3e13 1e14 > sweep.sh  # the train.py commands of IsoFLOP profiles
 
 CSV columns: N (parameters), D (training tokens), loss (final eval loss); optional C (FLOPs, else 6·N·D).
 Rows sharing an N also form a training curve (loss vs D) for approach 1. A run folder holds one dir per
@@ -17,14 +16,14 @@ V·D is most of the parameters *and* of the FLOPs (the output projection), so on
 keeps C = 6·N·D an honest compute count, which is what the allocation is about. The non-embedding count
 (Kaplan et al. 2020) understates C ~10x at these sizes and bends the exponents (Pearce & Song 2024);
 "total" adds the input embedding, a lookup that costs no FLOPs. Legend: N params, D tokens, C FLOPs.
+numpy only at import: `isoflop` alone loads train.py's config and model (JAX) to count each run's parameters.
 """
-import argparse, csv, json, math, os, time
+import argparse, csv, math, os, time
 import numpy as np
 from tqdm import tqdm
 
-from common import atomic_write, fail
+from common import atomic_write, fail, read_run
 
-V = 50257  # GPT-2 vocabulary
 NAMES = ("E", "A", "B", "alpha", "beta")
 COUNTS = ("active", "nonembed", "total")
 
@@ -61,12 +60,9 @@ def load_runs(folder, params="active"):
         raise FileNotFoundError(f"{folder}: no run directories with a config.json")
     N, D, loss, curves = [], [], [], []
     for d in dirs:
-        n, run_json = None, os.path.join(folder, d, "run.json")  # train.py's derived values: parameter counts
-        if os.path.isfile(run_json):
-            with open(run_json) as f:
-                n = json.load(f).get(f"params_{params}")
-        with open(os.path.join(folder, d, "metrics.jsonl")) as f:
-            val = [(m["tokens"], m["val_loss"]) for m in map(json.loads, filter(str.strip, f)) if "val_loss" in m]
+        run = read_run(os.path.join(folder, d))
+        n = run["run"].get(f"params_{params}")  # run.json: train.py's derived values, the parameter counts among them
+        val = [(m["tokens"], m["val_loss"]) for m in run["metrics"] if "val_loss" in m]
         if n is None or not val:
             why = "no val_loss in metrics.jsonl (unfinished?)" if n else f"no 'params_{params}' in run.json"
             raise ValueError(f"{os.path.join(folder, d)}: {why}")
@@ -267,6 +263,33 @@ def plot(runs, fits, out):
         atomic_write(os.path.join(out, f"{name}.png"), lambda f: fig.savefig(f, dpi=120, format="png"), "wb")
         plt.close(fig)
 
+# ----------------------------------------------------------------------------- IsoFLOP sweep commands
+def isoflop(budgets, widths, aspect=64, head_dim=64, params="active", config="configs/tiny_gpt2.py", out="out/sweep",
+            seq_len=None, flops_per_s=1e11, extra=()):
+    """IsoFLOP profiles: the train.py command of every width D (depth L = D/aspect) at every budget C, with
+    tokens = C/(6·N) and N model.py's count of the model that command trains (the config file and `extra`
+    "key=value" settings, vocab_size included). The time estimate (seq_len: the config's unless given) assumes
+    flops_per_s; the default 1e11 is configs/tiny_gpt2.py's on 2 idle cores."""
+    import dataclasses
+    from config import model_config, parse  # train.py's own checks, and JAX, for this command only
+    from model import count_params, flops_per_token
+    if bad := [d for d in widths if d % min(head_dim, d)]:  # a width below head_dim is one head of that width
+        raise ValueError(f"width {bad[0]} is not a multiple of head_dim={head_dim}")
+    rest, models = "".join(f" --{kv}" for kv in extra), {}
+    for d in widths:
+        size = f"--d_model={d} --n_layers={max(1, round(d / aspect))} --head_dim={min(head_dim, d)}"
+        models[d] = size, model_config(parse([config, *size.split(), *(f"--{kv}" for kv in extra)]))
+    cmds = []
+    for C in budgets:
+        for d, (size, m) in models.items():
+            n = count_params(m)[params]
+            tok = round(C / (6 * n))
+            secs = tok * flops_per_token(dataclasses.replace(m, seq_len=seq_len or m.seq_len)) / flops_per_s
+            name = f"C{C:.0e}".replace("e+", "e") + f"_D{d}_L{m.n_layers}"
+            note = f"N={n:.3g} D/N={tok / n:.2g} ~{secs / 60:.1f} min at {flops_per_s:.0e} FLOP/s"
+            cmds.append(f"python train.py {config} {size} --train_tokens={tok} --out_dir={out}/{name}{rest}  # {note}")
+    return cmds
+
 # ----------------------------------------------------------------------------- CLI
 def fit_all(path, params="active", delta=1e-3, boot=0, seed=0):
     runs, curves = load_runs(path, params) if os.path.isdir(path) else load_csv(path)
@@ -301,8 +324,21 @@ def main(argv=None):
     g.add_argument("--flops", type=float, help="compute budget C")
     g.add_argument("--loss", type=float, help="target loss: allocate the smallest budget that reaches it")
     sub.add_parser("bench").add_argument("--runs", type=int, default=250)
+    s = sub.add_parser("isoflop", help="print the train.py commands of IsoFLOP profiles")
+    s.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
+    s.add_argument("--widths", type=int, nargs="+", default=[64, 128, 192, 256, 384])
+    s.add_argument("--aspect", type=int, default=64, help="depth rule: n_layers = d_model / aspect")
+    s.add_argument("--head_dim", type=int, default=64, help="a narrower width gets one head of its width")
+    s.add_argument("--params", default="active", choices=COUNTS, help="which count is N")
+    s.add_argument("--config", default="configs/tiny_gpt2.py"), s.add_argument("--out", default="out/sweep")
+    s.add_argument("--seq_len", type=int, help="for the time estimate only (default: the config's)")
+    s.add_argument("--flops_per_s", type=float, default=1e11, help="for the time estimate only")
+    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="train.py settings for every run")
     a = ap.parse_args(argv)
-    if a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
+    if a.cmd == "isoflop":
+        print("\n".join(isoflop(a.budgets, a.widths, a.aspect, a.head_dim, a.params, a.config, a.out, a.seq_len,
+                                a.flops_per_s, a.set)))
+    elif a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
         rng = np.random.default_rng(0)
         N, D = 10 ** rng.uniform(7, 10, a.runs), 10 ** rng.uniform(8, 12, a.runs)
         loss = law(law_params(1.69, 406.4, 410.7, .34, .28), N, D) * np.exp(.01 * rng.standard_normal(a.runs))

@@ -1,7 +1,10 @@
 """figures.py on a hand-made sweep CSV: the best LR of each (optimizer, batch size) skips diverged points and
-averages seeds, the claims table's numbers are the differences worked out by hand, and every figure is written."""
+averages seeds, the claims table's numbers are the differences worked out by hand, every figure is written, and
+in every panel each finite point lies inside the y limits while the diverged x's sit in a band above them."""
 import csv
 import math
+
+import numpy as np
 
 import pytest
 
@@ -75,3 +78,43 @@ def test_finetune_table_averages_seeds_and_names_each_way(tmp_path):
     assert "| 0.01 | **36.0%** | 36.0% | - | 0.450 |" in lines[0]  # the tie goes to the lower loss
     assert "| 4 (0) | 0.001 | **35.0% (30.0%, 40.0%)** | 10.0% | 34.0% | 0.550 |" in lines[1]
     assert lines[2].startswith("| LoRA r 8 (Adam), batch 1, bf16 base | 2 (1) | 0.003 | **5.0%** | - | - |")
+
+
+def drawn(ax):
+    """(finite y of the data lines, y of the diverged x's) of a panel: every Line2D the panel holds."""
+    data, div = [], []
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=float)
+        (div if line.get_gid() == "diverged" else data).extend(y[np.isfinite(y)])
+    return data, div
+
+
+def test_every_point_is_inside_its_panel_and_diverged_ones_above_the_data(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    far = [("sgd", 16, 0.1, 0, "done", 5.5), ("sgd", 16, 0.2, 0, "done", 4.0), ("sgd", 16, 0.4, 0, "diverged", None),
+           ("adamw", 16, 2e-3, 0, "done", 1.2), ("adamw", 1, 2e-3, 0, "diverged", None, "t2", 800.0)]
+    rows = figures.read(write(tmp_path / "a.csv", RUNS + far))  # losses 1.2 .. 5.5 at batch sizes 1, 4, 16
+    rows95 = figures.read(write(tmp_path / "b.csv", RUNS95))  # batch size 1 diverged at every LR
+    names = {B: next(r["name"] for r in rows if r["optimizer"] == "adamw" and r["batch_size"] == B
+                     and r["lr"] == figures.best(rows, "adamw", B)[0] and r["variant"] is None) for B in (1, 4, 16)}
+    curves = [dict(name=names[B], tokens=t, train_loss=6.0 / (1 + t / 1000) + B / 100, val_loss=None)
+              for B in names for t in range(0, 10_000, 1000)]
+    axes = plt.subplots(1, 2)[1]
+    figures.plot_lr(rows, axes)
+    panels = [*axes]
+    for draw in (lambda ax: figures.plot_t2(rows, ax), lambda ax: figures.plot_fig5(rows, rows95, ax),
+                 lambda ax: figures.plot_fig1a(rows, ax)):
+        draw(ax := plt.subplots()[1])
+        panels.append(ax)
+    figures.plot_curves(rows, curves, axes := plt.subplots(1, 2)[1])
+    panels += [*axes]
+    for i, ax in enumerate(panels):
+        lo, hi = ax.get_ylim()
+        data, div = drawn(ax)
+        assert data and all(lo <= y <= hi for y in data), (i, ax.get_title(), (lo, hi), min(data), max(data))
+        assert all(max(data) < y <= hi for y in div), (i, ax.get_title(), div)  # above the data, not on it
+    assert [len(drawn(ax)[1]) for ax in panels[:4]] == [2, 1, 1, 1]  # SGD 0.4 (B 1, 16), Adam 8e-3, t2 x8, B 1
+    assert "diverged (above the dotted line)" in [t.get_text() for t in panels[1].get_legend().get_texts()]
+    plt.close("all")

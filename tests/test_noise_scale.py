@@ -64,3 +64,6 @@ def test_plot_reads_a_runs_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps(dict(step=1, val_loss=3.0)) + "\n")
     with pytest.raises(SystemExit, match="no b_simple rows: train with --noise_every"):
         noise_scale.plot(str(tmp_path))
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(SystemExit, match="no config.json in .*: not a train.py run directory"):
+        noise_scale.plot(str(tmp_path))

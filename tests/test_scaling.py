@@ -1,6 +1,7 @@
 """Tests for scaling.py: approaches 1-3 recover known Chinchilla parameters from synthetic runs, the published
-compute-optimal numbers at Gopher's budget, bad input, and the train.py run-folder path (runs faked from
-the commands of sweep.py's IsoFLOP generator, whose own tests are tests/test_sweep.py).
+compute-optimal numbers at Gopher's budget, bad input, the IsoFLOP generator (the train.py commands it prints
+form IsoFLOP profiles: every width at every budget spends C = 6·N·D, N counted by model.py), and the train.py
+run-folder path (runs faked from those commands).
 
 Synthetic runs come from L = E + A/N^α + B/D^β with Hoffmann et al.'s rounded approach-3 values, so the
 truth is known exactly: a = β/(α+β) = 0.4516 is what approaches 1 and 2 must find.
@@ -10,8 +11,8 @@ import json, os, re, subprocess, sys
 import numpy as np
 import pytest
 
+import model
 import scaling
-import sweep
 
 TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 P = scaling.law_params(**TRUE)
@@ -197,10 +198,51 @@ def test_example_csv_fit_and_optimal_cli(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["isoflop.png", "optimal.png", "pred_vs_obs.png"]  # no temp left
 
 
-# ----------------------------------------------------------------------------- run folders
+# ----------------------------------------------------------------------------- IsoFLOP commands and run folders
 
 def parse(cmd):
     return {k: v for k, v in re.findall(r"--(\w+)=(\S+)", cmd)}
+
+
+def counts(d, L, head_dim=64, vocab_size=50257):
+    return model.count_params(model.Config(d_model=d, n_layers=L, head_dim=head_dim, vocab_size=vocab_size))
+
+
+def test_isoflop_commands_form_isoflop_profiles():
+    cmds = scaling.isoflop([1e14], [128])
+    assert cmds[0].startswith("python train.py configs/tiny_gpt2.py --d_model=128 --n_layers=2 --head_dim=64 "
+                              "--train_tokens=2441605 --out_dir=out/sweep/C1e14_D128_L2")
+    budgets = [1e13, 3e13, 1e14]
+    for cmd in scaling.isoflop(budgets, [64, 128, 192, 256, 384]):
+        a = parse(cmd)
+        N = 12 * int(a["n_layers"]) * int(a["d_model"]) ** 2 + 50257 * int(a["d_model"])  # paper's active count
+        assert int(a["n_layers"]) == max(1, int(a["d_model"]) // 64)
+        C = float(re.search(r"C(\d+e\d+)_", a["out_dir"])[1])
+        tok = int(a["train_tokens"])
+        assert C in budgets and 6 * N * tok == pytest.approx(C, rel=1 / tok)  # tokens are rounded: ±½ token
+    cmd = scaling.isoflop([1e12], [48], aspect=32, head_dim=16, extra=["eval_tokens=32768", "eval_every=0"])[0]
+    assert parse(cmd)["n_layers"] == "2" and cmd.split("  #")[0].endswith(" --eval_tokens=32768 --eval_every=0")
+    assert parse(scaling.isoflop([1e12], [8], head_dim=16)[0])["head_dim"] == "8"  # narrower than a head: one head
+    with pytest.raises(ValueError, match="width 48 is not a multiple of head_dim=32"):
+        scaling.isoflop([1e12], [64, 48], head_dim=32)  # train.py would refuse it only when that run starts
+
+
+def test_isoflop_counts_the_model_each_command_trains():
+    """N is model.py's count of the run's own model: a byte-level config's V 256, a setting given with --set."""
+    a = parse(scaling.isoflop([1e12], [64], aspect=32, head_dim=32, config="configs/mini.py")[0])
+    assert int(a["train_tokens"]) == round(1e12 / (6 * counts(64, 2, 32, vocab_size=256)["active"]))
+    a = parse(scaling.isoflop([1e12], [64], params="total", extra=["vocab_size=1000"])[0])
+    assert int(a["train_tokens"]) == round(1e12 / (6 * counts(64, 1, vocab_size=1000)["total"]))
+    with pytest.raises(SystemExit, match="unknown config key 'vocab'"):  # train.py's own check, before any run
+        scaling.isoflop([1e12], [64], extra=["vocab=1000"])
+
+
+def test_isoflop_cli_prints_the_generators_commands(capsys):
+    scaling.main(["isoflop", "--budgets", "1e12", "--widths", "48", "--aspect", "32", "--head_dim", "16",
+                  "--set", "eval_tokens=32768", "eval_every=0"])
+    out = capsys.readouterr().out
+    assert out == "\n".join(scaling.isoflop([1e12], [48], aspect=32, head_dim=16,
+                                            extra=["eval_tokens=32768", "eval_every=0"])) + "\n"
 
 
 def fake_runs(root, cmds, law):
@@ -209,8 +251,8 @@ def fake_runs(root, cmds, law):
     for cmd in cmds:
         a = parse(cmd)
         d, L, tok = int(a["d_model"]), int(a["n_layers"]), int(a["train_tokens"])
-        cfg = dict(d_model=d, n_layers=L, train_tokens=tok, vocab_size=scaling.V)
-        derived = {f"params_{k}": sweep.param_count(d, L, k) for k in scaling.COUNTS}
+        cfg = dict(d_model=d, n_layers=L, train_tokens=tok, vocab_size=50257)
+        derived = {f"params_{k}": v for k, v in counts(d, L, int(a["head_dim"])).items()}
         run = root / os.path.basename(a["out_dir"])
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps(cfg))
@@ -226,12 +268,12 @@ def fake_runs(root, cmds, law):
 def test_fit_a_folder_of_train_runs(tmp_path, capsys):
     # A law whose optimum falls inside the CPU sweep's sizes (4x Hoffmann's A: N_opt 4M..12M at 1e13..1e14)
     p = scaling.law_params(1.69, 4 * 406.4, 410.7, 0.34, 0.28)
-    cmds = sweep.isoflop([1e13, 3e13, 1e14], [64, 128, 192, 256, 384])
+    cmds = scaling.isoflop([1e13, 3e13, 1e14], [64, 128, 192, 256, 384])
     fake_runs(tmp_path, cmds, lambda n, t: scaling.law(p, n, t))
     runs, curves = scaling.load_runs(str(tmp_path))
     a = parse(cmds[0])
     i = sorted(os.path.basename(parse(c)["out_dir"]) for c in cmds).index(os.path.basename(a["out_dir"]))
-    assert runs["N"][i] == sweep.param_count(64, 1) and runs["D"][i] == int(a["train_tokens"])  # last val_loss
+    assert runs["N"][i] == counts(64, 1)["active"] and runs["D"][i] == int(a["train_tokens"])  # last val_loss
     assert runs["loss"][i] == pytest.approx(scaling.law(p, runs["N"][i], runs["D"][i]))
     assert len(curves) == len(cmds) and all(len(c[1]) == 4 for c in curves)  # step 0 (tokens 0) is dropped
     nonembed, _ = scaling.load_runs(str(tmp_path), "nonembed")
@@ -246,7 +288,7 @@ def test_fit_a_folder_of_train_runs(tmp_path, capsys):
 
 
 def test_unfinished_run_is_a_clear_error(tmp_path):
-    fake_runs(tmp_path, sweep.isoflop([1e13], [64]), lambda n, t: 5.0)
+    fake_runs(tmp_path, scaling.isoflop([1e13], [64]), lambda n, t: 5.0)
     run = next(tmp_path.iterdir())
     (run / "metrics.jsonl").write_text(json.dumps(dict(step=1, tokens=10, train_loss=9.0)) + "\n")
     with pytest.raises(ValueError, match="no val_loss in metrics.jsonl"):
@@ -256,7 +298,7 @@ def test_unfinished_run_is_a_clear_error(tmp_path):
 
 
 def test_run_without_parameter_counts_is_a_clear_error(tmp_path):
-    fake_runs(tmp_path, sweep.isoflop([1e13], [64]), lambda n, t: 5.0)
+    fake_runs(tmp_path, scaling.isoflop([1e13], [64]), lambda n, t: 5.0)
     run = next(tmp_path.iterdir())
     (run / "run.json").write_text("{}")
     with pytest.raises(ValueError, match="no 'params_active' in run.json"):
