@@ -43,7 +43,7 @@ MEMORY_RUNS = {"SGD": ["--optimizer=sgd"], "Adafactor": ["--optimizer=adafactor"
                "AdamW + 2 micro-batches": ["--optimizer=adamw", "--batch_size=2", "--grad_accum=2"]}
 MEMORY_RUNS = {**{k: [*v, "--fused_update=False"] for k, v in MEMORY_RUNS.items()},  # the whole gradient first
                **{f"{k}, fused": [*v, "--fused_update=True"] for k, v in MEMORY_RUNS.items() if "micro" not in k}}
-# the fine-tuning comparison's five ways (README "Fine-tuning"), each at its own batch size and precision, with the
+# the fine-tuning comparison's five ways (docs/finetuning.md), each at its own batch size and precision, with the
 # optimizer inside the backward pass where exact and per-block checkpointing (the paper's accounting assumes it;
 # LoRA needs it: it forms W + s·A·B per layer, which the backward pass would otherwise keep for every layer)
 BF16 = ["--param_dtype=bfloat16", "--compute_dtype=bfloat16"]
@@ -260,7 +260,7 @@ def main(argv):
         steps_per_call(cfg, [int(k) for k in own["steps_per_call"].split(",")], rounds, seconds)
     if "memory" in sections:
         memory(argv)
-    if "finetune" in sections:  # the fine-tuning comparison's memory (README "Fine-tuning")
+    if "finetune" in sections:  # the fine-tuning comparison's memory (docs/finetuning.md)
         memory(argv, FINETUNE_RUNS, "memory of the fine-tuning comparison's five ways", NO_HOIST)
 
 

@@ -2,7 +2,7 @@
 # {"prompt": ..., "completion": ...} rows: only the completions are scored, examples are packed into rows
 # without seeing each other (instruct.py), and at each eval the held-out prompts are answered greedily and
 # scored by exact match (val_accuracy in metrics.jsonl). The paper's fine-tuning recipe: batch size 1,
-# Adafactor with bf16 weights and stochastic rounding, a constant LR (README "Fine-tuning").
+# Adafactor with bf16 weights and stochastic rounding, a constant LR (docs/finetuning.md).
 #   python instruct.py arithmetic                                  # a generated task: data/arith/{train,val}.jsonl
 #   python train.py configs/finetune.py [--data=my.jsonl --val_data=my_val.jsonl] [--lora_rank=8]
 #   python sample.py --out_dir=out/finetune --prompt_file=data/arith/val.jsonl

@@ -1,4 +1,4 @@
-# The model of the paper's experiments in miniature (sweeps/*.py; README "Experiments"): a byte-level
+# The model of the paper's experiments in miniature (sweeps/*.py; docs/experiments.md): a byte-level
 # model (V = 256) of the Python standard library, D 64, L 2, T 128, 131k parameters, 2M tokens (16 per
 # parameter, about Chinchilla's 20). A run takes about a minute on one core at any batch size, so a sweep
 # of ~150 runs fits in a few hours on 2 cores. 2M tokens are 16,384 steps at batch size 1 and 64 at 256,

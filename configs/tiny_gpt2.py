@@ -1,7 +1,7 @@
 # The previous default: a small GPT-2-token model (D 128, L 2, V 50257) of the stdlib source, 100k tokens
 # in about 2 minutes of training on 2 cores (val loss about 3.2 nats per token). Batch size 1 with Adam
 # and t2 in tokens, as the paper recommends (Sec. 4). Its samples are mostly whitespace at this budget:
-# the tests and the optimizer comparisons of the README use it (a GPT-2 model, cheap to train).
+# the tests and the optimizer comparisons of docs/authors_code.md use it (a GPT-2 model, cheap to train).
 out_dir = "out/tiny_gpt2"
 data = "stdlib"
 d_model = 128
