@@ -5,7 +5,8 @@ config (scaling.py loads no JAX at all).
 - `fail`: the one error exit, a clear `error: ...` line instead of a traceback wall;
 - `atomic_write` / `write_json`: a reader (or a killed writer) never sees half a file;
 - `read_json` / `read_jsonl` / `read_run`: a train.py run directory as its files hold it (config.json, run.json,
-  metrics.jsonl, summary.json), read by sample.py, sweep.py, scaling.py, noise_scale.py and figures.py alike.
+  metrics.jsonl, summary.json), read by sample.py, sweep.py, scaling.py, noise_scale.py and figures.py alike;
+- `lock`: one process at a time in a run directory or a sweep.
 """
 import json
 import os
@@ -66,6 +67,33 @@ def read_jsonl(path):
     except OSError:
         pass
     return rows
+
+
+_HELD = []  # the open lock files: a lock lasts as long as its file stays open, here for the process's life
+
+
+def lock(path, what):
+    """Hold an exclusive lock on the file `path` (made, with its directory, if missing) until this process ends.
+    The OS releases it however the process ends, so a SIGKILL leaves no stale lock. A second process is
+    refused in one line naming the holder's PID; a directory that cannot be written is refused likewise."""
+    import fcntl
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        f = open(path, "a+")
+    except OSError as e:
+        fail(f"cannot write in {os.path.dirname(path) or '.'!r} ({what}): {e.strerror or e}")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        fail(f"{what} is in use by another process (PID {holder}; lock {path})")
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _HELD.append(f)
+    return f
 
 
 def read_run(out_dir):

@@ -22,7 +22,7 @@ import data
 import instruct
 import lora
 import model
-from common import fail
+from common import fail, read_run
 from config import model_config
 
 
@@ -76,11 +76,10 @@ def complete(params, mcfg, prompts, max_new, stop, batch_size=64):
 
 
 def load_run(out_dir):
-    path = os.path.join(out_dir, "config.json")
-    if not os.path.isfile(path):
-        fail(f"no config.json in '{out_dir}': train a model there first (python train.py)")
-    with open(path) as f:
-        cfg = json.load(f)
+    """A run's (config, model config, plain weights, checkpoint meta) from its newest valid checkpoint."""
+    cfg = read_run(out_dir)["config"]
+    if not cfg:
+        fail(f"no readable config.json in '{out_dir}': train a model there first (python train.py)")
     mcfg = model_config(cfg)
     ckpt = checkpoint.latest_valid(out_dir, print)
     if ckpt is None:
@@ -92,8 +91,7 @@ def load_run(out_dir):
         trees, meta = checkpoint.load(ckpt, like)
     except checkpoint.CheckpointError as e:
         fail(str(e))
-    params = lora.merge(trees["params"], trees["lora"], lora.scale(cfg)) if "lora" in trees else trees["params"]
-    return cfg, mcfg, params, meta
+    return cfg, mcfg, lora.Split.of(trees, cfg).weights(), meta
 
 
 def generate(params, mcfg, prompt_ids, n_new, key, temperature=0.8, top_k=200, num_samples=1):
