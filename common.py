@@ -11,7 +11,8 @@ config (scaling.py loads no JAX at all).
 import json
 import os
 
-DIVERGED = 3  # train.py's exit status when the loss or weights stop being finite (sweep.py records "diverged")
+DIVERGED = 3  # train.py's exit status when the loss blows up (non-finite, or above ln V): sweep.py records "diverged"
+INTERRUPTED = 130  # train.py's exit status when a signal stopped it after a checkpoint (128 + SIGINT): resumable
 
 
 class Diverged(SystemExit):
