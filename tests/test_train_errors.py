@@ -165,7 +165,7 @@ def test_sample_bad_input_is_one_line(tmp_path):
     def sample(*argv):
         return subprocess.run([sys.executable, "sample.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
                               timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    one_error(sample(f"--out_dir={tmp_path}"), "no config.json in", "train a model there first")
+    one_error(sample(f"--out_dir={tmp_path}"), "config.json in", "train a model there first")
     one_error(sample(f"--out_dir={tmp_path}", f"--prompt=@{tmp_path / 'nope.txt'}"), "prompt file", "not found")
     one_error(sample(f"--out_dir={tmp_path}", "--temperature=-1"), "temperature >= 0")
     one_error(sample(f"--out_dir={tmp_path}", "--max_new_tokens=0"), "max_new_tokens >= 1")
