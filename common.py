@@ -3,7 +3,8 @@ toy_momentum.py, noise_scale.py, data.py) can print an error or write a file wit
 config (scaling.py loads no JAX at all).
 
 - `fail`: the one error exit, a clear `error: ...` line instead of a traceback wall;
-- `atomic_write` / `write_json`: a reader (or a killed writer) never sees half a file;
+- `atomic_write` / `write_json` / `append_lines`: a reader (or a killed writer) never sees half a file or a
+  torn line, and a failed write stops the program in one line;
 - `read_json` / `read_jsonl` / `read_run`: a train.py run directory as its files hold it (config.json, run.json,
   metrics.jsonl, summary.json), read by sample.py, sweep.py, scaling.py, noise_scale.py and figures.py alike;
 - `lock`: one process at a time in a run directory or a sweep.
@@ -26,7 +27,8 @@ def fail(msg, diverged=False):
 
 def atomic_write(path, write, mode="w"):
     """Write a file through a temp file beside it + os.replace: a reader (or a killed writer) never sees
-    half a file. `write(f)` fills the open temp file; mode 'w' for text, 'wb' for bytes."""
+    half a file. `write(f)` fills the open temp file; mode 'w' for text, 'wb' for bytes. A write that fails
+    (a read-only directory, a full disk) stops the program in one line, the old file (if any) whole."""
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
@@ -35,9 +37,29 @@ def atomic_write(path, write, mode="w"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        fail(f"could not write {path}: {e.strerror or e}")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def append_lines(path, lines):
+    """Append text lines to a file, all or none: a write that fails (a full disk) is cut back to the file's
+    old end, so no torn line is left, and stops the program in one line."""
+    text = "".join(line + "\n" for line in lines).encode()
+    try:
+        with open(path, "ab") as f:
+            end = f.tell()
+            try:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(end)
+                raise
+    except OSError as e:
+        fail(f"could not append to {path}: {e.strerror or e}")
 
 
 def write_json(path, obj, lines=False):

@@ -7,7 +7,7 @@ SGD is compared with SGD + EMA momentum (m = β·m + (1−β)·g, p = p − lr·
 y axis overshoots and oscillates, and momentum damps that; at a small batch the LR must be small for the
 noise anyway, no step overshoots, and momentum (whose EMA weights sum to 1) has nothing to damp: no gain.
 
-    python toy_momentum.py               # figure -> assets/toy_momentum.png, table of final losses
+    python toy_momentum.py               # figure -> out/toy_momentum.png, table of final losses
     python toy_momentum.py --sweep_lr    # also: best median final loss over a log grid of LRs per setting
 """
 import argparse
@@ -139,7 +139,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed; all four settings share the same noise")
     p.add_argument("--keys", type=int, default=1, help="if > 1, also rerun the table on this many PRNG keys")
-    p.add_argument("--out", default="assets/toy_momentum.png", help="path of the PNG figure")
+    p.add_argument("--out", default="out/toy_momentum.png", help="path of the PNG figure (the committed one: --out=assets/toy_momentum.png)")
     p.add_argument("--sweep_lr", action="store_true", help="also tune the LR per setting on a log grid")
     p.add_argument("--lr_grid", type=float, nargs=3, default=(1e-3, 0.3, 31), metavar=("MIN", "MAX", "N"))
     args = p.parse_args(argv)

@@ -88,7 +88,9 @@ def set_up(argv):
     opt, sched = optim.from_config(cfg, run, run["n_steps"])
     plan.check(cfg)
     start, meta, stale = None, None, []
-    if not cfg["dry_run"]:  # a refused start (bad checkpoint, missing data) fails here, in one line
+    if not cfg["dry_run"]:  # a refused start (in use, not writable, bad checkpoint, missing data): one line, here
+        if jax.process_index() == 0:  # one run per directory, for this process's life (the OS releases it)
+            common.lock(os.path.join(cfg["out_dir"], ".lock"), f"run directory {cfg['out_dir']!r}")
         start, meta, stale = checkpoint.start_point(cfg, run, log)
         try:
             data.check(cfg["data"], cfg["data_dir"])
@@ -274,12 +276,25 @@ class Interrupt:
         return at_log and bool(multihost_utils.process_allgather(np.int32(self.name is not None)).any())
 
 
-def check_finite(losses, done, out_dir):
-    """losses of the len(losses) steps ending at step `done`: stop at a NaN, keeping the last good checkpoint."""
+def check_loss(losses, done, job, history=None):
+    """The one divergence rule (the sweep runner relies on its exit status): losses of the len(losses) steps
+    ending at step `done` stop the run, with status DIVERGED and nothing saved, when one is not finite, or when a
+    log window's mean is above ln V (a uniform guess) and above the first window's (an init may start above ln V)
+    once past the warm-up and the first fifth of the run (a young model may spike and recover). history: the
+    run's metrics rows, for a log window (None: the half-done window at a checkpoint, checked for finiteness)."""
+    def stop(why):
+        last = checkpoint.list_checkpoints(job.cfg["out_dir"])
+        fail(f"{why}; stopped without saving (last good checkpoint: {last[-1][1] if last else 'none'})", diverged=True)
     if not np.all(np.isfinite(losses)):
-        i, last = int(np.argmin(np.isfinite(losses))), checkpoint.list_checkpoints(out_dir)
-        fail(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}; stopped without saving "
-             f"(last good checkpoint: {last[-1][1] if last else 'none'})", diverged=True)
+        i = int(np.argmin(np.isfinite(losses)))
+        stop(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}")
+    first = next((m["train_loss"] for m in history or [] if "train_loss" in m), math.inf)
+    cap = max(math.log(job.mcfg.vocab_size), first)
+    if history is not None and len(losses) and done > max(job.cfg["warmup"], 0.2) * job.run["n_steps"] \
+            and losses.mean() > cap:
+        stop(f"the train loss {losses.mean():.4g} of steps {done - len(losses) + 1:,}-{done:,} is above ln V = "
+             f"{math.log(job.mcfg.vocab_size):.4g} (a uniform guess) and the first log window's past the warm-up: "
+             "diverged")
 
 
 def flat(pending):
@@ -305,7 +320,7 @@ def train_loop(job, fns, state, train, val):
     bar = tqdm(initial=state.step0, total=n_steps, disable=not job.master, unit="step", dynamic_ncols=True,
                mininterval=1.0)
     n = min(k, n_steps - state.step0)
-    batch, done = get(state.step0, n) if n > 0 else None, state.step0
+    batch, done, halt = get(state.step0, n) if n > 0 else None, state.step0, False
     try:  # the bar is closed before an error line, which stays the last line printed
         for i in range(state.step0, n_steps, k):
             # 1. n optimizer steps (one, or steps_per_call) on B sequences each; the host runs ahead while the
@@ -324,7 +339,7 @@ def train_loop(job, fns, state, train, val):
             #    windows stay those of the uninterrupted run)
             if hit(log_every) or done == n_steps:
                 losses, state.pending = flat(state.pending), []
-                check_finite(losses, done, cfg["out_dir"])
+                check_loss(losses, done, job, state.history)
                 rows.append(dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, split.trained),
                                  lr=float(job.sched(done - 1))))
                 bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", tok_s=f"{rows[-1]['tokens_per_s']:,.0f}",
@@ -338,22 +353,21 @@ def train_loop(job, fns, state, train, val):
             if hit(noise_every):
                 with meter.paused(split.trained):
                     rows.append(dict(at, **measure_noise(job, fns, state, train, done)))
-            state.history += rows  # this step's metrics lines, also appended to metrics.jsonl
+            state.history += rows  # this step's metrics lines, also appended to metrics.jsonl (whole lines only)
             if job.master and rows:
-                with open(metrics_path, "a") as f:
-                    f.writelines(json.dumps(m) + "\n" for m in rows)
+                common.append_lines(metrics_path, [json.dumps(m) for m in rows])
             # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
             halt = interrupt.agreed(hit(log_every))
             if hit(ckpt_every) or done == n_steps or halt:
                 with meter.paused(split.trained):
                     save(job, state, done, train.n_tokens)
             if halt:
-                job.log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; "
-                        "resume with --init_from=resume")
+                job.log(f"{interrupt.name or 'signal on another host'}: checkpoint written at step {done:,}; resume "
+                        f"with: python train.py --out_dir={cfg['out_dir']} --init_from=resume")
                 break
     finally:
         bar.close()
-    return done, meter
+    return done, meter, halt
 
 
 def measure_noise(job, fns, state, train, done):
@@ -373,7 +387,7 @@ def save(job, state, done, n_train):
     (the metrics so far, the losses of the half-done log window, the data and random state)."""
     cfg, losses = job.cfg, flat(state.pending)
     trees = {**state.split.trees(), "opt": state.opt}
-    check_finite(losses, done, cfg["out_dir"])
+    check_loss(losses, done, job)  # the half-done window's
     if not _all_finite(trees):  # a finite loss can precede non-finite weights
         fail(f"parameters or optimizer state are not finite after step {done:,}; stopped without saving",
              diverged=True)
@@ -426,7 +440,9 @@ def main(argv):
     state = restore_or_init(job, train.n_tokens)
     fns = compile_steps(job, state.step0)
     # -- the training loop, then what the run leaves besides its checkpoints
-    done, meter = train_loop(job, fns, state, train, val)
+    done, meter, stopped = train_loop(job, fns, state, train, val)
+    if stopped:  # by a signal, after its checkpoint: not a finished run, and the exit status says so
+        raise SystemExit(common.INTERRUPTED)
     finish(job, state, done, meter)
     return dict(job.run, config=job.cfg)
 
@@ -435,7 +451,8 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one: nothing new was saved
-        fail("interrupted; progress since the last checkpoint is lost")
+        print("error: interrupted; progress since the last checkpoint is lost", file=sys.stderr)
+        raise SystemExit(common.INTERRUPTED)
     except common.Diverged as e:  # its own exit status: sweep.py tells a diverged run from a broken one
         print(e, file=sys.stderr)
         raise SystemExit(common.DIVERGED)

@@ -1,7 +1,9 @@
-"""Bad input to `python train.py` gives one clear `error: ...` line (exit 1), never a traceback wall.
+"""Bad input to `python train.py` gives one clear `error: ...` line (exit 1; a blown-up run exit 3), never a
+traceback wall, and loses nothing.
 
-Each case runs train.py in a subprocess, as a user would; all fail before training starts (most before
-any data is read), so each costs about the JAX import. Run: python -m pytest -q tests/test_train_errors.py
+Each case runs train.py in a subprocess, as a user would; most fail before training starts (most before any
+data is read), so each costs about the JAX import. Run: python -m pytest -q tests/test_train_errors.py, or
+`python tests/test_train_errors.py`: every bad input and the one line it gets, a line each.
 """
 import os
 import subprocess
@@ -21,22 +23,29 @@ TINY = ["--d_model=32", "--n_layers=1", "--head_dim=16", f"--seq_len={T}", f"--v
         f"--train_tokens={4 * T}", f"--eval_tokens={8 * T}", "--peak_flops=1e12"]
 
 
-def run(*argv):
+def run(*argv, code=None):
+    """train.py with argv in a subprocess; code: Python run first in that process (a simulated fault)."""
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "train.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
+    pre = ["-c", f"{code}\nimport runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')",
+           "train.py"] if code else ["train.py"]
+    p = subprocess.run([sys.executable, *pre, *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     p.seconds = time.perf_counter() - t
     return p
 
 
-def one_error(p, *fragments, before_dump=True):
-    """stderr is exactly one `error: ...` line holding every fragment; exit status 1; with before_dump, it
-    comes before the config dump and the plan (nothing of either on stdout)."""
-    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+def one_error(p, *fragments, before_dump=True, status=1):
+    """stderr is exactly one `error: ...` line holding every fragment; exit status 1 (or `status`); with
+    before_dump, it comes before the config dump and the plan (nothing of either on stdout)."""
+    if os.environ.get("BAD_INPUTS_PRINT"):  # `python tests/test_train_errors.py`: the input and its line
+        print(f"\n{' '.join(map(os.path.basename, map(str, p.args[1:2]))) + ' ' + ' '.join(map(str, p.args[2:]))}"
+              f"\n    -> exit {p.returncode}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
+    assert p.returncode == status and "Traceback" not in p.stderr, p.stderr[-3000:]
     if before_dump:
         assert " = " not in p.stdout and "plan:" not in p.stdout, p.stdout[-3000:]
-    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-    line = p.stderr.strip()
+    lines = p.stderr.strip().splitlines()  # after training started, the progress bar's lines come first
+    assert len(lines) == 1 or not before_dump and sum(x.startswith("error:") for x in lines) == 1, p.stderr
+    line = lines[-1]
     assert line.startswith("error: ") and all(f in line for f in fragments), line
     return line
 
@@ -169,3 +178,69 @@ def test_sample_bad_input_is_one_line(tmp_path):
     one_error(sample(f"--out_dir={tmp_path}", f"--prompt=@{tmp_path / 'nope.txt'}"), "prompt file", "not found")
     one_error(sample(f"--out_dir={tmp_path}", "--temperature=-1"), "temperature >= 0")
     one_error(sample(f"--out_dir={tmp_path}", "--max_new_tokens=0"), "max_new_tokens >= 1")
+
+
+def test_two_runs_on_one_out_dir(ds, tmp_path):
+    """A second train.py on a run directory in use is refused at once, naming the first's PID; the first runs on."""
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "train.py", *TINY, f"--train_tokens={4000 * T}", f"--out_dir={out}",
+                              f"--data={ds}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+        deadline = time.time() + 60
+        while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()) and first.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        one_error(run(*TINY, f"--out_dir={out}", f"--data={ds}", "--init_from=resume"), "is in use by another process",
+                  f"PID {first.pid}")
+        assert first.poll() is None, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+    one_error(run(*TINY, f"--out_dir={out}", f"--data={ds}", "--train_tokens=-1"), "train_tokens=-1")  # SIGKILL: no stale lock
+    p = run(*TINY, f"--out_dir={out}", f"--data={ds}", "--overwrite=True")
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_out_dir_not_writable(ds, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'a_file' / 'run'}", f"--data={ds}"), "cannot write in", "a_file")
+    if os.geteuid() != 0:  # root writes into a read-only directory anyway
+        (tmp_path / "ro").mkdir(mode=0o555)
+        one_error(run(*TINY, f"--out_dir={tmp_path / 'ro' / 'run'}", f"--data={ds}"), "cannot write in")
+
+
+def test_full_disk_while_appending_metrics_leaves_whole_lines(ds, tmp_path):
+    """The disk fills while a log window's line is appended: one error line, and metrics.jsonl holds whole lines."""
+    out = tmp_path / "run"
+    full = ("import builtins, errno\nopen0 = builtins.open\nn = [0]\nclass Full:\n"
+            "    def __init__(self, f): self.f = f\n"
+            "    def __getattr__(self, k): return getattr(self.f, k)\n"
+            "    def __enter__(self): return self\n"
+            "    def __exit__(self, *a): self.f.close()\n"
+            "    def write(self, b): self.f.write(b[:7]); raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "def fake(path, mode='r', *a, **k):\n"
+            "    f = open0(path, mode, *a, **k)\n"
+            "    if str(path).endswith('metrics.jsonl') and 'a' in mode:\n"
+            "        n[0] += 1\n"
+            "        return Full(f) if n[0] == 2 else f\n"
+            "    return f\nbuiltins.open = fake")
+    one_error(run(*TINY, f"--out_dir={out}", f"--data={ds}", f"--train_tokens={40 * T}", f"--log_every={4 * T}",
+                  code=full), "could not append to", "metrics.jsonl", "No space left", before_dump=False)
+    text = (out / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 1, text  # the first window's line, whole
+
+
+def test_a_finite_blow_up_stops_the_run_as_diverged(ds, tmp_path):
+    """--lr=1e6 keeps the loss finite but far above ln V (a uniform guess): the run stops with exit 3 after
+    the warm-up, writes no summary, and names its last good checkpoint."""
+    out = tmp_path / "run"
+    one_error(run(*TINY, f"--out_dir={out}", f"--data={ds}", "--lr=1e6", f"--train_tokens={40 * T}",
+                  f"--log_every={4 * T}", f"--ckpt_every={4 * T}"), "above ln V", "diverged",
+              "last good checkpoint", before_dump=False, status=3)
+    assert not (out / "summary.json").exists()
+
+
+if __name__ == "__main__":
+    raise SystemExit(subprocess.call([sys.executable, "-m", "pytest", "-q", "-s", "-n", "0", "-p", "no:cacheprovider",
+                                      __file__], cwd=ROOT, env=dict(os.environ, BAD_INPUTS_PRINT="1")))
