@@ -11,7 +11,7 @@ Every document is preceded by the tokenizer's separator (<|endoftext|>; NUL for 
     python data.py 'corpus/*.jsonl' --max_tokens=1e6
     python data.py stdlib --tokenizer=bytes           # -> data/stdlib-bytes/: one token per byte (V 256)
 """
-import argparse, contextlib, functools, glob, importlib.resources, itertools, json, math, os, re, sysconfig
+import argparse, contextlib, functools, glob, importlib.resources, itertools, json, math, os, re, shutil, sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ BPE_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
 ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
 SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024  # llm.c .bin: 256 x int32, then uint16
 VAL_FRACTION, VAL_CAP = 0.05, 10_000_000  # paper Sec. 3: held-out eval sets of 1M-20M tokens
-BUILDERS = {'.txt': 'text', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}  # `datasets` loaders
+BUILDERS = {'.txt': 'text', '.jsonl': 'jsonl', '.json': 'json', '.parquet': 'parquet'}  # datasets' (jsonl: ours)
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,20 +104,51 @@ def docs_from_hf(path: str, name=None, data_files=None, split='train', streaming
         yield row['text']
 
 
+def jsonl_rows(path):
+    """(line number, row) of each non-blank line of a JSON-lines file; ValueError naming path:line at the first
+    line that is not JSON (or not UTF-8). instruct.py reads its files through here too."""
+    with open(path, 'rb') as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield i, json.loads(line)
+                except ValueError as e:  # UnicodeDecodeError is one
+                    raise ValueError(f'{path}:{i}: not JSON ({e})') from None
+
+
+def jsonl_texts(path):
+    """The `text` of each row of a pre-training .jsonl; ValueError naming path:line of a row without one."""
+    for i, row in jsonl_rows(path):
+        if not isinstance(row, dict) or not isinstance(row.get('text'), str):
+            got = f'fields: {list(row)}' if isinstance(row, dict) else f'got {str(row)[:80]}'
+            raise ValueError(f"{path}:{i}: a pre-training row needs a 'text' string ({got})")
+        yield row['text']
+
+
+def source_files(source: str) -> list[Path]:
+    """A local source's .txt/.jsonl/.json/.parquet files (a path, directory or glob), sorted; FileNotFoundError
+    if there are none."""
+    p = Path(source)
+    files = sorted(p.rglob('*')) if p.is_dir() else [p] if p.is_file() else sorted(map(Path, glob.glob(source)))
+    if not files:
+        raise FileNotFoundError(f'data={source!r}: no such file, directory or glob')
+    files = [f for f in files if f.suffix in BUILDERS and f.is_file()]
+    if not files:
+        raise FileNotFoundError(f'no {"/".join(BUILDERS)} files at {source!r}')
+    return files
+
+
 def documents(source: str):
     """The source's documents (str), lazily; a local source with no files fails here, eagerly."""
     if source == 'stdlib':
         return (p.read_bytes().decode('utf-8', 'replace') for p in stdlib_files())
     if source in STREAMED:
         return docs_from_hf(*STREAMED[source])
-    p = Path(source)
-    files = sorted(p.rglob('*')) if p.is_dir() else [p] if p.is_file() else sorted(map(Path, glob.glob(source)))
-    files = [f for f in files if f.suffix in BUILDERS and f.is_file()]
-    if not files:
-        raise FileNotFoundError(f'no {"/".join(BUILDERS)} files at {source!r}')
-    return itertools.chain.from_iterable(  # sample_by: a .txt file is one document, not one per line
-        docs_from_hf(b, data_files=list(map(str, fs)), **({'sample_by': 'document'} if b == 'text' else {}))
-        for b, fs in itertools.groupby(files, key=lambda f: BUILDERS[f.suffix]))
+    read = lambda b, fs: (itertools.chain.from_iterable(map(jsonl_texts, fs)) if b == 'jsonl' else  # sample_by:
+                          docs_from_hf(b, data_files=list(map(str, fs)),  # a .txt file is one document
+                                       **({'sample_by': 'document'} if b == 'text' else {})))
+    return itertools.chain.from_iterable(
+        read(b, list(fs)) for b, fs in itertools.groupby(source_files(source), key=lambda f: BUILDERS[f.suffix]))
 
 
 def val_split(tokens: np.ndarray, val_tokens: int | None = None, eot: int = EOT) -> int:
@@ -132,11 +163,18 @@ def val_split(tokens: np.ndarray, val_tokens: int | None = None, eot: int = EOT)
     return int(lo + starts[-1]) if len(starts) else n - val
 
 
+PREPARED = ('tokens.u16', 'meta.json')  # what a prepared dataset directory holds
+
+
 def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
             val_tokens: int | None = None, tokenizer: str = 'gpt2') -> str:
     """Tokenize `source` into <out_dir>/<name>/{tokens.u16, meta.json}; return that directory. max_tokens
     caps the whole stream (train + val; the last document is cut). Skipped if meta.json records the same
-    request and the token file has the recorded size; meta.json is written last, so it marks completion."""
+    request and the token file has the recorded size. Atomic: the files are written into a temp directory
+    beside the target (.<name>.tmp-<pid>) that is renamed into place only when complete, so a failed, interrupted
+    or killed preparation leaves no half-prepared directory (a complete one already there stays until replaced).
+    One process prepares a target at a time (a lock on .<name>.lock beside it): another waits, then finds it
+    done; the temp directories of a killed run are removed by the next preparation of the same target."""
     local = source != 'stdlib' and source not in STREAMED
     base = (Path(source.rstrip('/')).stem or 'data') if local and not glob.has_magic(source) else source
     d = Path(out_dir) / (re.sub(r'[^\w.-]+', '_', base).strip('_') + (f'-{max_tokens}' if max_tokens else '') +
@@ -144,51 +182,151 @@ def prepare(source: str, out_dir: str = 'data', max_tokens: int | None = None,
     where = (sysconfig.get_paths()['stdlib'] if source == 'stdlib' else '' if source in STREAMED else
              os.path.abspath(source))
     request = dict(source=source, path=where, max_tokens=max_tokens, val_tokens=val_tokens, tokenizer=tokenizer)
-    meta_path, tok_path = d / 'meta.json', d / 'tokens.u16'
-    with contextlib.suppress(OSError, ValueError, KeyError):  # no / stale / broken meta: (re)prepare
-        old = json.loads(meta_path.read_text())
-        if old['request'] == request and tok_path.stat().st_size == 2 * old['token_count']:
-            return str(d)
+    if _is_prepared(d, request):
+        return str(d)
     docs = documents(source)  # missing files fail here, before anything is written
-    d.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)
-    tok, stats = TOKENIZERS[tokenizer], dict(token_count=0, documents=0, max_token_id=0)
-    sep = np.array([tok.eot], np.uint16)
-
-    def write_tokens(f):  # batches of 256 documents (GPT-2: encoded on all cores)
-        with tqdm(total=max_tokens, unit='tok', unit_scale=True, desc=f'tokenizing {d.name}') as bar:
-            while stats['token_count'] != max_tokens and (batch := list(itertools.islice(docs, 256))):
-                a = np.concatenate([x for ids in tok.encode_batch(batch) for x in (sep, ids)])  # EOT before each doc
-                a = a[:None if max_tokens is None else max_tokens - stats['token_count']]
-                f.write(a.tobytes())
-                stats.update(token_count=stats['token_count'] + len(a), documents=stats['documents'] +
-                             int((a == tok.eot).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
-                bar.update(len(a))
-    atomic_write(tok_path, write_tokens, 'wb')
-    if not stats['token_count']:
-        raise ValueError(f'{source!r}: no text to tokenize')
-    tokens = np.memmap(tok_path, np.uint16, 'r')
-    split = val_split(tokens, val_tokens, tok.eot)
-    meta = dict(tokenizer=tok.name, vocab_size=tok.vocab_size, eot=tok.eot, dtype='uint16', **stats,
-                train_tokens=split, val_tokens=stats['token_count'] - split,
-                val_bytes_per_token=bytes_per_token(tokens[split:], tok.name), request=request)
-    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()), 'wb')
+    at = Path(os.path.realpath(d))  # a symlinked dataset directory is prepared where it points
+    at.parent.mkdir(parents=True, exist_ok=True)
+    with _preparing(at):
+        if _is_prepared(d, request):  # another process prepared it while this one waited
+            return str(d)
+        if at.exists() and not at.is_dir():
+            raise FileExistsError(f'{d} is a file, not a prepared dataset; move it or choose another data_dir')
+        if at.exists() and (other := [f for f in os.listdir(at) if f not in PREPARED and not f.endswith('.tmp')]):
+            raise FileExistsError(f'{d} exists and is not a prepared dataset (it holds {other[0]!r}); preparing '
+                                  f'{source!r} there would replace it: move it or choose another data_dir')
+        tmp = at.parent / f'.{at.name}.tmp-{os.getpid()}'
+        try:
+            tmp.mkdir()
+            _tokenize(docs, tmp, TOKENIZERS[tokenizer], max_tokens, val_tokens, request, d.name)
+            if at.exists():  # an earlier (stale or other request's) dataset: swapped out only now
+                old = at.parent / f'.{at.name}.old-{os.getpid()}'
+                os.rename(at, old)
+                os.rename(tmp, at)
+                shutil.rmtree(old)
+            else:
+                os.rename(tmp, at)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(d)
 
 
-def check(spec: str, data_dir: str = 'data'):
-    """Fail fast (FileNotFoundError -> one line) if `spec` names local data that is not there, before a run
-    prints or allocates anything; reads no tokens. Named sources ('stdlib', STREAMED) always exist."""
-    if spec == 'stdlib' or spec in STREAMED:
-        return
-    if spec.endswith('.bin') and not glob.glob(spec):
-        raise FileNotFoundError(f'no .bin shards at {spec!r}')
-    p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
-    if (p / 'meta.json').exists() and not (p / 'tokens.u16').exists():
+def _is_prepared(d: Path, request: dict) -> bool:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # no / stale / broken meta: (re)prepare
+        old = json.loads((d / 'meta.json').read_text())
+        return old['request'] == request and (d / 'tokens.u16').stat().st_size == 2 * old['token_count']
+    return False
+
+
+@contextlib.contextmanager
+def _preparing(at: Path):
+    """Hold the lock on preparing `at` (a file beside it, released however the process ends); once held, no
+    one else is preparing `at`, so the temp directories beside it are a killed run's: removed."""
+    import fcntl
+    with open(at.parent / f'.{at.name}.lock', 'a') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            tqdm.write(f'{at}: another process is preparing it; waiting')
+            fcntl.flock(f, fcntl.LOCK_EX)
+        stale = re.compile(rf'\.{re.escape(at.name)}\.(tmp|old)-\d+')
+        for name in os.listdir(at.parent):
+            if stale.fullmatch(name):
+                shutil.rmtree(at.parent / name, ignore_errors=True)
+        yield
+
+
+def _tokenize(docs, d: Path, tok, max_tokens, val_tokens, request, name):
+    """Write docs' tokens and their meta.json (last) into the directory d; ValueError if they hold no text."""
+    stats, sep = dict(token_count=0, documents=0, max_token_id=0), np.array([tok.eot], np.uint16)
+    with open(d / 'tokens.u16', 'wb') as f, tqdm(total=max_tokens, unit='tok', unit_scale=True,
+                                               desc=f'tokenizing {name}') as bar:
+        while stats['token_count'] != max_tokens and (batch := list(itertools.islice(docs, 256))):
+            a = np.concatenate([x for ids in tok.encode_batch(batch) for x in (sep, ids)])  # EOT before each doc
+            a = a[:None if max_tokens is None else max_tokens - stats['token_count']]  # (GPT-2: on all cores)
+            f.write(a.tobytes())
+            stats.update(token_count=stats['token_count'] + len(a), documents=stats['documents'] +
+                         int((a == tok.eot).sum()), max_token_id=max(stats['max_token_id'], int(a.max())))
+            bar.update(len(a))
+        os.fsync(f.fileno())
+    source = request['source']
+    if stats['token_count'] == stats['documents']:  # separators only
+        n = stats['documents']
+        what = f'{n:,} empty document{"s" * (n > 1)}' if n else 'no documents'
+        raise ValueError(f'no text in {source!r} ({what})')
+    tokens = np.memmap(d / 'tokens.u16', np.uint16, 'r')
+    try:
+        split = val_split(tokens, val_tokens, tok.eot)
+    except ValueError as e:
+        raise ValueError(f'{source!r}: {e}') from None
+    meta = dict(tokenizer=tok.name, vocab_size=tok.vocab_size, eot=tok.eot, dtype='uint16', **stats,
+                train_tokens=split, val_tokens=stats['token_count'] - split,
+                val_bytes_per_token=bytes_per_token(tokens[split:], tok.name), request=request)
+    atomic_write(d / 'meta.json', lambda f: f.write(json.dumps(meta, indent=1).encode()), 'wb')
+
+
+def read_meta(p: Path) -> dict:
+    """A prepared dataset's meta.json, checked against its token file (missing, truncated: a one-line error)."""
+    if not (p / 'tokens.u16').exists():
         raise FileNotFoundError(f'{p}/tokens.u16: the token file is missing (meta.json is there); '
                                 f'delete {p} and prepare again')
-    if not glob.glob(spec):
-        raise FileNotFoundError(f'data={spec!r}: no such file, directory or glob')
+    try:
+        meta = json.loads((p / 'meta.json').read_text())
+        count, _, _ = (int(meta[k]) for k in ('token_count', 'train_tokens', 'max_token_id'))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{p / "meta.json"}: corrupt meta ({e!r}); delete {p} and prepare again') from e
+    if (size := (p / 'tokens.u16').stat().st_size) != 2 * count:
+        raise ValueError(f'{p}/tokens.u16: truncated token file ({size} bytes; meta says {count} tokens)')
+    return meta
+
+
+def _resolve(spec: str):
+    """(the directory a prepared spec names, the .bin shards it names: [] if none)."""
+    p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
+    shards = (sorted(p.glob('*.bin')) if p.is_dir() and not (p / 'meta.json').exists() else
+              sorted(map(Path, glob.glob(spec))) if spec.endswith('.bin') else [])
+    if spec.endswith('.bin') and not shards:
+        raise FileNotFoundError(f'no .bin shards at {spec!r}')
+    return p, shards
+
+
+def check(spec: str, data_dir: str = 'data', vocab_size: int | None = None):
+    """Fail fast, in one `error:` line (common.fail), on data a run cannot read, before it prints or allocates
+    anything; cheap (no tokens read): a missing source; a prepared dataset without its token file, with a corrupt
+    meta.json or (given vocab_size) a recorded max token id >= vocab_size; a .bin shard's bad header; local
+    files with no text; a .jsonl whose first row is not JSON or has no 'text' (a single .jsonl of
+    prompt/completion rows is instruction data, which instruct.py reads and checks). Named sources pass."""
+    if spec == 'stdlib' or spec in STREAMED:
+        return
+    try:
+        p, shards = _resolve(spec)
+        for f in shards:
+            read_shard(f)
+        if shards:
+            return
+        if (p / 'meta.json').exists():
+            top = int(read_meta(p)['max_token_id'])
+            if vocab_size is not None and top >= vocab_size:
+                raise ValueError(f'{p}/meta.json: max token id {top} >= vocab_size {vocab_size}')
+            return
+        files, empty = source_files(spec), 0
+        for f in files:
+            if f.suffix == '.jsonl':
+                row = next(jsonl_rows(f), (0, None))[1]  # a first line that is not JSON: an error naming f:line
+                instruct = isinstance(row, dict) and 'text' not in row and {'prompt', 'messages'} & set(row)
+                if instruct and Path(spec).is_file():
+                    return  # instruction data (instruct.is_instruct)
+                if row is None:
+                    empty += 1
+                else:
+                    next(jsonl_texts(f))  # a first row without a 'text' string: an error naming f:line
+            elif f.stat().st_size == 0:
+                empty += 1
+        if empty == len(files):
+            raise ValueError(f'no text in {spec!r}: ' + (f'{files[0]} is empty' if len(files) == 1 else
+                                                         f'its {len(files)} {"/".join(BUILDERS)} files are empty'))
+    except (OSError, ValueError) as e:
+        fail(str(e))
 
 
 class TokenData:
@@ -239,46 +377,41 @@ def read_shard(path) -> np.memmap:
     return np.memmap(path, np.uint16, 'r', offset=HEADER_BYTES, shape=(int(count),))
 
 
-def _load_shards(files: list[Path]):
+def _split_shards(parts: list):
     """train = shards named *train*, val = *val*; with only one kind (or neither), all shards are one stream
     split by val_split. One shard stays memory-mapped; several are concatenated in RAM (2 bytes / token)."""
-    cat = lambda fs: read_shard(fs[0]) if len(fs) == 1 else np.concatenate([read_shard(f) for f in fs])
-    tr, va = [f for f in files if 'train' in f.name], [f for f in files if 'val' in f.name]
+    cat = lambda ps: ps[0][1] if len(ps) == 1 else np.concatenate([a for _, a in ps])
+    tr, va = [x for x in parts if 'train' in x[0].name], [x for x in parts if 'val' in x[0].name]
     if tr and va:
         train, val = cat(tr), cat(va)
     else:
-        tokens = cat(files)
+        tokens = cat(parts)
         train, val = np.split(tokens, [val_split(tokens)])
-    return train, val, dict(tokenizer='gpt2', format='fineweb-bin', shards=list(map(str, files)),
-                            token_count=len(train) + len(val), train_tokens=len(train), val_tokens=len(val),
-                            max_token_id=max(int(train.max(initial=0)), int(val.max(initial=0))))
+    return train, val, dict(tokenizer='gpt2', format='fineweb-bin', shards=[str(f) for f, _ in parts],
+                            token_count=len(train) + len(val), train_tokens=len(train), val_tokens=len(val))
 
 
 def load(spec: str, data_dir: str = 'data', vocab_size: int = V_GPT2, tokenizer: str = 'gpt2') -> TokenData:
     """spec: 'stdlib' | 'fineweb' | 'fineweb-edu' | a local .txt/.jsonl/.parquet source (each prepared into
     data_dir with `tokenizer` if needed), a prepared dataset dir or its meta.json, or .bin shards (a path, glob
-    or directory; GPT-2 tokens)."""
-    p = Path(spec).parent if Path(spec).name == 'meta.json' else Path(spec)
-    shards = (sorted(p.glob('*.bin')) if p.is_dir() and not (p / 'meta.json').exists() else
-              sorted(map(Path, glob.glob(spec))) if spec.endswith('.bin') else [])
-    if spec.endswith('.bin') and not shards:
-        raise FileNotFoundError(f'no .bin shards at {spec!r}')
+    or directory; GPT-2 tokens). Every token file's ids are checked against vocab_size (one max over each file)."""
+    p, shards = _resolve(spec)
     if shards:
-        train, val, meta = _load_shards(shards)
+        parts = [(f, read_shard(f)) for f in shards]
+        train, val, meta = _split_shards(parts)
     else:
         p = p if (p / 'meta.json').exists() else Path(prepare(spec, data_dir, tokenizer=tokenizer))
-        try:
-            meta = json.loads((p / 'meta.json').read_text())
-            count, split, _ = (int(meta[k]) for k in ('token_count', 'train_tokens', 'max_token_id'))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f'{p / "meta.json"}: corrupt meta ({e!r}); delete {p} and prepare again') from e
-        if (size := (p / 'tokens.u16').stat().st_size) != 2 * count:  # missing file: FileNotFoundError
-            raise ValueError(f'{p}/tokens.u16: truncated token file ({size} bytes; meta says {count} tokens)')
-        train, val = np.split(np.memmap(p / 'tokens.u16', np.uint16, 'r', shape=(count,)), [split])
+        meta = read_meta(p)
+        tokens = np.memmap(p / 'tokens.u16', np.uint16, 'r', shape=(int(meta['token_count']),))
+        parts = [(p / 'tokens.u16', tokens)]
+        train, val = np.split(tokens, [int(meta['train_tokens'])])
     if meta.get('tokenizer', tokenizer) != tokenizer:
         raise ValueError(f'{spec}: tokenized with {meta["tokenizer"]!r}, but the config says tokenizer={tokenizer!r}')
-    if meta['max_token_id'] >= vocab_size:
-        raise ValueError(f'{spec}: max token id {meta["max_token_id"]} >= vocab_size {vocab_size}')
+    tops = [int(a.max(initial=0)) for _, a in parts]  # the file's own ids, not only what meta.json records
+    for (f, _), top in zip(parts, tops):
+        if top >= vocab_size:
+            raise ValueError(f'{f}: max token id {top} >= vocab_size {vocab_size}')
+    meta.setdefault('max_token_id', max(tops))
     if not len(train) or not len(val):
         raise ValueError(f'{spec}: empty split (train {len(train)} tokens, val {len(val)} tokens)')
     meta.setdefault('val_bytes_per_token', bytes_per_token(val, tokenizer))
@@ -336,12 +469,14 @@ def main():
     ap.add_argument('--max_tokens', type=lambda s: int(float(s)), help='cap on train + val tokens (1e6 ok)')
     ap.add_argument('--val_tokens', type=lambda s: int(float(s)), help='default: 5%%, at most 10M')
     ap.add_argument('--tokenizer', default='gpt2', choices=list(TOKENIZERS), help='GPT-2 BPE or UTF-8 bytes')
-    d = prepare(**vars(ap.parse_args()))
+    args = ap.parse_args()
+    check(args.source, args.out_dir)  # what is cheap to find (no such files, no text, a bad first line): now
+    d = prepare(**vars(args))
     print(d, (Path(d) / 'meta.json').read_text(), sep='\n')
 
 
 if __name__ == '__main__':
     try:
         main()
-    except (ValueError, FileNotFoundError) as e:  # no files at the source, no text field, ...: one line
+    except (OSError, ValueError) as e:  # no files at the source, no text field, ...: one line
         fail(str(e))

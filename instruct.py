@@ -27,24 +27,18 @@ import data
 from common import atomic_write, fail
 
 VAL_FRACTION, VAL_CAP = 0.05, 1000  # held out when no val file is given: 5% of the examples, at most 1000
+ARITH_DIR = "data/arith"  # where `python instruct.py arithmetic` writes its task: train.jsonl, val.jsonl
 
 
 def read(path, prompts_only=False):
     """[(prompt, completion)] of a JSONL file; ValueError naming the line that is not an example.
     prompts_only (sample.py --prompt_file): rows may lack the completion (None then)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{i}: not JSON ({e})") from None
-            if prompts_only and isinstance(row, dict) and isinstance(row.get("prompt"), str):
-                out.append((row["prompt"], row.get("completion")))
-            else:
-                out.append(_example(row, f"{path}:{i}"))
+    for i, row in data.jsonl_rows(path):  # a line that is not JSON: ValueError naming path:line
+        if prompts_only and isinstance(row, dict) and isinstance(row.get("prompt"), str):
+            out.append((row["prompt"], row.get("completion")))
+        else:
+            out.append(_example(row, f"{path}:{i}"))
     if not out:
         raise ValueError(f"{path}: no examples")
     return out
@@ -64,14 +58,12 @@ def _example(row, where):
 
 def is_instruct(spec):
     """Whether data=spec names instruction data: a .jsonl file whose first row is an example (a row with
-    'text' is a pre-training document, data.py's)."""
+    'text' is a pre-training document, data.py's). A first line that is not JSON is not: data.check names it."""
     if not (spec.endswith(".jsonl") and os.path.isfile(spec)):
         return False
-    with open(spec, encoding="utf-8") as f:
-        first = next((line for line in f if line.strip()), "")
     try:
-        row = json.loads(first)
-    except ValueError:
+        row = next(data.jsonl_rows(spec), (0, None))[1]
+    except (OSError, ValueError):
         return False
     return isinstance(row, dict) and ("prompt" in row or "messages" in row) and "text" not in row
 
@@ -128,7 +120,7 @@ def pack(examples, tok, T):
 
 def load(spec, val_spec, tokenizer, T):
     """(train, val) Packed of data=spec and val_data=val_spec ('' holds out VAL_FRACTION of spec's examples,
-    chosen by a fixed seed, so every run of the same file holds out the same ones)."""
+    at most VAL_CAP, chosen by a fixed seed, so every run of the same file holds out the same ones)."""
     tok = data.TOKENIZERS[tokenizer]
     train = read(spec)
     if val_spec:
@@ -181,16 +173,33 @@ def arithmetic(n_train, n_val, digits, seed=0):
     return out[:n_train], out[n_train:]
 
 
+def val_source(spec, val_spec):
+    """(the val file, or '' to hold out examples of spec; in words, which split validates) for data=spec and
+    val_data=val_spec. val_data '' holds out VAL_FRACTION of spec's examples, except for the generated arithmetic
+    task's own ARITH_DIR/train.jsonl (configs/finetune.py's data), whose val.jsonl beside it is its held-out split."""
+    if val_spec:
+        return val_spec, f"{val_spec} (val_data)"
+    arith = os.path.join(ARITH_DIR, "train.jsonl")
+    if os.path.abspath(spec) == os.path.abspath(arith):
+        val = os.path.join(ARITH_DIR, "val.jsonl")
+        return val, f"{val}, the arithmetic task's held-out file (data is its {arith}; --val_data=FILE for another)"
+    return "", (f"{VAL_FRACTION:.0%} of {spec}'s examples (at most {VAL_CAP:,}, seed 0), held out from training; "
+                "--val_data=FILE to validate on a file")
+
+
 def from_config(cfg, log):
-    """Instruction data (data = a JSONL of prompt/completion rows): (train, val) Packed."""
+    """Instruction data (data = a JSONL of prompt/completion rows): (train, val) Packed, and a log line saying
+    which split validates (val_source)."""
+    val_spec, how = val_source(cfg["data"], cfg["val_data"])
     try:
-        packed = load(cfg["data"], cfg["val_data"], cfg["tokenizer"], cfg["seq_len"])
+        packed = load(cfg["data"], val_spec, cfg["tokenizer"], cfg["seq_len"])
     except (OSError, ValueError) as e:
         fail(str(e))
     for name, p in zip(("train", "val"), packed):
         log(f"instruction data, {name}: {len(p.examples):,} examples in {len(p.tokens):,} rows of {cfg['seq_len']} "
             f"tokens, {p.mask.sum():,} completion tokens scored" +
             (f"; {p.skipped:,} longer than seq_len skipped" if p.skipped else ""))
+    log(f"validating on {how}")
     return packed
 
 
@@ -201,7 +210,7 @@ def write_jsonl(path, examples):
 def main(argv):
     ap = argparse.ArgumentParser(description="write a generated fine-tuning task as train.jsonl / val.jsonl")
     ap.add_argument("task", choices=["arithmetic"])
-    ap.add_argument("--out_dir", default="data/arith")
+    ap.add_argument("--out_dir", default=ARITH_DIR)
     ap.add_argument("--n_train", type=int, default=20_000)
     ap.add_argument("--n_val", type=int, default=500)
     ap.add_argument("--digits", type=int, default=3)

@@ -1,6 +1,8 @@
 """Tests for data.py: tokenizer vs independent GPT-2 references, prepare/load round trips on small local
-corpora (txt, jsonl, FineWeb-schema parquet), FineWeb .bin shards, clear errors, batch determinism."""
-import hashlib, inspect, json, os, sys
+corpora (txt, jsonl, FineWeb-schema parquet), FineWeb .bin shards, atomic preparation (a failed or interrupted one
+leaves nothing), clear errors (empty sources, file:line of bad JSONL, token ids beyond the vocabulary), batches."""
+import hashlib, inspect, json, os, re, sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -136,18 +138,163 @@ def test_prepare_is_idempotent_and_redoes_changed_requests(corpus, tmp_path):
     assert data.load(d).meta['request']['val_tokens'] == 30
 
 
-def test_interrupted_prepare_leaves_nothing_that_looks_valid(corpus, tmp_path, monkeypatch):
-    out = tmp_path / 'out'
-    d = data.prepare(str(corpus), str(out), val_tokens=20)
+def leftovers(out):
+    """What a preparation left in its out_dir besides complete datasets and lock files: temp dirs, anything else."""
+    return sorted(p.name for p in out.iterdir() if p.suffix != '.lock' and not (p / 'meta.json').exists())
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(data.gpt2_encoding(), 'encode_ordinary_batch', interrupted)
-    with pytest.raises(KeyboardInterrupt):
+
+@pytest.mark.parametrize('error', [KeyboardInterrupt, RuntimeError])
+def test_interrupted_or_failed_prepare_leaves_no_half_directory(corpus, tmp_path, monkeypatch, error):
+    """Tokenizing stopped inside the tokenizer (Ctrl-C, or a failure): no dataset directory and no temp directory
+    is left, and a complete dataset already there (another request's) stays as it was, still loadable."""
+    out = tmp_path / 'out'
+
+    def broken(*args, **kwargs):
+        raise error('stopped inside tokenizing')
+    monkeypatch.setattr(data.gpt2_encoding(), 'encode_ordinary_batch', broken)
+    with pytest.raises(error):
+        data.prepare(str(corpus), str(out), val_tokens=20)
+    assert not (out / 'corpus').exists() and leftovers(out) == []
+    monkeypatch.undo()
+    d = data.prepare(str(corpus), str(out), val_tokens=20)
+    before = {f: (Path(d) / f).read_bytes() for f in data.PREPARED}
+    monkeypatch.setattr(data.gpt2_encoding(), 'encode_ordinary_batch', broken)
+    with pytest.raises(error):
         data.prepare(str(corpus), str(out), val_tokens=25)
     monkeypatch.undo()
-    assert sorted(os.listdir(d)) == ['tokens.u16']  # old meta removed first, temp file cleaned up
-    assert data.load(str(corpus), str(out)).meta['request']['val_tokens'] is None  # load re-prepares
+    assert {f: (Path(d) / f).read_bytes() for f in data.PREPARED} == before and leftovers(out) == []
+    assert data.load(d).meta['request']['val_tokens'] == 20
+    assert data.load(str(corpus), str(out)).meta['request']['val_tokens'] is None  # load re-prepares: replaced
+    assert sorted(os.listdir(d)) == ['meta.json', 'tokens.u16'] and leftovers(out) == []
+
+
+def test_killed_prepare_temp_dirs_are_removed_by_the_next(corpus, tmp_path):
+    """A SIGKILL leaves its temp directory (or the old dataset being swapped out): the next preparation of the
+    same target removes them; another target's are left alone."""
+    out = tmp_path / 'out'
+    for stale in ('.corpus.tmp-999999', '.corpus.old-999998', '.other.tmp-999997'):
+        (out / stale).mkdir(parents=True)
+        (out / stale / 'tokens.u16').write_bytes(b'\0' * 10)
+    d = data.prepare(str(corpus), str(out), val_tokens=20)
+    assert len(data.load(d).train) > 0 and leftovers(out) == ['.other.tmp-999997']
+
+
+def test_prepare_never_replaces_a_directory_it_did_not_make(tmp_path):
+    """The target exists and holds other files (here: the source itself, data_dir=its parent): refused."""
+    src = tmp_path / 'corpus'
+    src.mkdir()
+    (src / 'a.txt').write_text('some text')
+    with pytest.raises(FileExistsError, match='is not a prepared dataset'):
+        data.prepare(str(src), str(tmp_path))
+    assert sorted(os.listdir(src)) == ['a.txt']
+
+
+def test_empty_sources_are_a_clear_error_and_leave_nothing(tmp_path, capsys):
+    """A folder whose one .txt is empty (and empty .jsonl files, rows of empty text): 'no text in <source>' from
+    data.check (before a run prints anything) and from prepare, and no dataset directory left behind."""
+    empty, out = tmp_path / 'empty', tmp_path / 'out'
+    empty.mkdir()
+    (empty / 'a.txt').write_text('')
+    with pytest.raises(SystemExit, match=rf"^error: no text in '{empty}'"):
+        data.check(str(empty))
+    for spec in (str(empty), str(empty / 'a.txt'), str(empty / '*.txt')):
+        with pytest.raises(ValueError, match=f"no text in '{re.escape(spec)}'"):
+            data.load(spec, str(out))
+    (empty / 'b.jsonl').write_text('\n')  # blank lines only
+    with pytest.raises(SystemExit, match='its 2 .txt/.jsonl/.json/.parquet files are empty'):
+        data.check(str(empty))
+    (tmp_path / 'blank.jsonl').write_text('{"text": ""}\n{"text": ""}\n')  # found when tokenized
+    data.check(str(tmp_path / 'blank.jsonl'))
+    with pytest.raises(ValueError, match="no text in .*blank.jsonl' \\(2 empty documents\\)"):
+        data.prepare(str(tmp_path / 'blank.jsonl'), str(out))
+    assert leftovers(out) == [] and not [p for p in out.iterdir() if p.is_dir()]
+    (empty / 'c.txt').write_text('one')  # one file with text: the source is not empty
+    data.check(str(empty))
+
+
+def test_malformed_jsonl_lines_are_named_by_file_and_line(tmp_path):
+    """A pre-training .jsonl line that is not JSON, or a row without 'text': 'file:line'; the first line's is found
+    by data.check, before a run prints anything."""
+    f = tmp_path / 'bad.jsonl'
+    f.write_text('{"text": "a"\n{"text": "b"}\n')
+    with pytest.raises(SystemExit, match=rf'^error: {re.escape(str(f))}:1: not JSON'):
+        data.check(str(f))
+    with pytest.raises(SystemExit, match=r'bad.jsonl:1: not JSON'):
+        data.check(str(tmp_path))  # a folder holding it
+    f.write_text('\n{"text": "a"}\n{"text": "b"}\nnot json\n')
+    data.check(str(f))  # the first row is fine: later lines are read when tokenized
+    with pytest.raises(ValueError, match=rf'{re.escape(str(f))}:4: not JSON'):
+        data.prepare(str(f), str(tmp_path / 'out'))
+    f.write_text('{"text": "a"}\n{"txt": "b"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: a pre-training row needs a 'text' string \(fields: \['txt'\]"):
+        data.prepare(str(f), str(tmp_path / 'out'))
+    f.write_text(b'{"text": "\xff"}\n'.decode('latin-1'), encoding='latin-1')  # not UTF-8
+    with pytest.raises(SystemExit, match=r'bad.jsonl:1: not JSON'):
+        data.check(str(f))
+    f.write_text('{"prompt": "1 + 1 =", "completion": "2"}\n')  # instruction data: instruct.py checks it
+    data.check(str(f))
+    with pytest.raises(SystemExit, match=r"bad.jsonl:1: a pre-training row needs a 'text' string"):
+        data.check(str(tmp_path))  # ... but not as one of a folder's pre-training files
+    assert leftovers(tmp_path / 'out') == []
+
+
+def test_check_finds_broken_prepared_data_and_shards_before_a_run(tmp_path, corpus):
+    with pytest.raises(SystemExit, match='no such file, directory or glob'):
+        data.check(str(tmp_path / 'nowhere'))
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 'notes.csv').write_text('a,b\n')
+    with pytest.raises(SystemExit, match='no .txt/.jsonl/.json/.parquet files at'):
+        data.check(str(tmp_path / 'other'))  # exists, holds no source files
+    write_shard(tmp_path / 'x_train.bin', np.arange(100), magic=1234)
+    with pytest.raises(SystemExit, match='x_train.bin: not a FineWeb .bin shard'):
+        data.check(str(tmp_path / '*.bin'))
+    d = Path(data.prepare(str(corpus), str(tmp_path / 'out'), val_tokens=20))
+    data.check(str(d))
+    data.check(str(d / 'meta.json'), vocab_size=50257)
+    with pytest.raises(SystemExit, match=r'meta.json: max token id 50256 >= vocab_size 256'):
+        data.check(str(d), vocab_size=256)
+    os.truncate(d / 'tokens.u16', 10)
+    with pytest.raises(SystemExit, match='truncated token file'):
+        data.check(str(d))
+
+
+def test_a_second_preparer_waits_for_the_first(corpus, tmp_path):
+    """Another process holding the target's lock: prepare waits (writing nothing), then prepares once it is free."""
+    import fcntl, threading
+    out = tmp_path / 'out'
+    out.mkdir()
+    held = open(out / '.corpus.lock', 'a')  # another open file description: as another process holds it
+    fcntl.flock(held, fcntl.LOCK_EX)
+    result = []
+    t = threading.Thread(target=lambda: result.append(data.prepare(str(corpus), str(out), val_tokens=20)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive() and leftovers(out) == [] and not (out / 'corpus').exists()
+    held.close()  # released
+    t.join(30)
+    assert result == [str(out / 'corpus')] and len(data.load(result[0]).val) >= 20
+
+
+@pytest.mark.parametrize('kind', ['empty txt', 'malformed jsonl'])
+def test_train_py_stops_in_one_line_before_the_config_dump(tmp_path, kind):
+    """python train.py on a folder whose one .txt is empty, or on a .jsonl whose first line is not JSON: exit 1,
+    one `error:` line naming the source (file:line), before the config is printed, and no data directory made."""
+    import subprocess
+    src = tmp_path / 'src'
+    src.mkdir()
+    if kind == 'empty txt':
+        (src / 'a.txt').write_text('')
+        spec, want = src, f"error: no text in '{src}'"
+    else:
+        (src / 'x.jsonl').write_text('{"prompt": "1 + 1 =", "completion": "2"\n{"prompt": "2", "completion": "3"}\n')
+        spec, want = src / 'x.jsonl', f'error: {src / "x.jsonl"}:1: not JSON'
+    argv = [f'--data={spec}', f'--data_dir={tmp_path / "data"}', f'--out_dir={tmp_path / "out"}', '--tokenizer=bytes',
+            '--vocab_size=256', '--d_model=32', '--n_layers=1', '--head_dim=16', '--seq_len=16', '--peak_flops=1e12']
+    p = subprocess.run([sys.executable, 'train.py', *argv], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-3000:]
+    assert p.stderr.startswith(want) and ' = ' not in p.stdout, (p.stderr, p.stdout[-2000:])
+    assert not (tmp_path / 'data').exists()
 
 
 def test_stdlib_files_and_capped_prepare(tmp_path):
@@ -195,21 +342,39 @@ def test_bad_shards_raise_clear_errors(tmp_path, kind, match):
 
 
 def test_token_ids_beyond_vocab_are_reported(tmp_path, corpus):
+    """Checked on load against the token files themselves (one max over each file), not only against the
+    maximum meta.json records: the error names the file, its max id and vocab_size."""
     write_shard(tmp_path / 'x.bin', [1, 2, 60000, 3] * 50)
-    with pytest.raises(ValueError, match='max token id 60000 >= vocab_size 50257'):
+    with pytest.raises(ValueError, match=r'x.bin: max token id 60000 >= vocab_size 50257'):
         data.load(str(tmp_path / 'x.bin'))
+    shards = tmp_path / 'shards'
+    shards.mkdir()
+    write_shard(shards / 's_train_1.bin', np.arange(200))
+    write_shard(shards / 's_train_2.bin', [5, 50300, 7] * 50)
+    write_shard(shards / 's_val_1.bin', np.arange(100))
+    with pytest.raises(ValueError, match=r's_train_2.bin: max token id 50300 >= vocab_size 50257'):
+        data.load(str(shards))
     d = data.prepare(str(corpus), str(tmp_path / 'out'), val_tokens=20)
-    with pytest.raises(ValueError, match='max token id 50256 >= vocab_size 1000'):
+    with pytest.raises(ValueError, match=r'tokens.u16: max token id 50256 >= vocab_size 1000'):
         data.load(d, vocab_size=1000)
+    tokens = np.memmap(os.path.join(d, 'tokens.u16'), np.uint16, 'r+')
+    tokens[3] = 60001  # a corrupt token file whose meta.json still records max_token_id 50256
+    tokens.flush()
+    del tokens
+    with pytest.raises(ValueError, match=rf'{re.escape(os.path.join(d, "tokens.u16"))}: max token id 60001 >= '
+                                         'vocab_size 50257'):
+        data.load(d)
 
 
 def test_broken_datasets_raise_clear_errors(tmp_path, corpus):
-    with pytest.raises(FileNotFoundError, match='no .txt'):
+    with pytest.raises(FileNotFoundError, match='no such file, directory or glob'):
         data.load(str(tmp_path / 'missing' / '*.jsonl'))
+    with pytest.raises(FileNotFoundError, match='no .txt/.jsonl/.json/.parquet files at'):
+        data.load(str(corpus / '*.csv'))
     with pytest.raises(FileNotFoundError, match='no .bin shards'):
         data.load(str(tmp_path / 'missing.bin'))
     (tmp_path / 'notext.jsonl').write_text('{"body": "x"}\n')
-    with pytest.raises(ValueError, match="no 'text' field"):
+    with pytest.raises(ValueError, match="notext.jsonl:1: a pre-training row needs a 'text' string"):
         data.prepare(str(tmp_path / 'notext.jsonl'), str(tmp_path / 'out'))
     d = data.prepare(str(corpus), str(tmp_path / 'out'), val_tokens=20)
     meta_path, tok_path = os.path.join(d, 'meta.json'), os.path.join(d, 'tokens.u16')

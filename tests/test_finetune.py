@@ -138,6 +138,59 @@ def test_read_names_the_bad_line_and_reads_chats(tmp_path):
     assert instruct.is_instruct(str(f)) and not instruct.is_instruct(str(tmp_path / "none.jsonl"))
     f.write_text('{"text": "a document"}\n')
     assert not instruct.is_instruct(str(f))  # pre-training text (data.py)
+    f.write_text('{"prompt": "a", "completion": "b"\n{"prompt": "a", "completion": "b"}\n')  # line 1 not JSON
+    with pytest.raises(ValueError, match=r"a.jsonl:1: not JSON"):
+        instruct.read(str(f))
+    assert not instruct.is_instruct(str(f))  # not instruction data: data.check names the line, before a run prints
+    with pytest.raises(SystemExit, match=r"^error: .*a.jsonl:1: not JSON"):
+        data.check(str(f))
+
+
+def finetune_config(*argv):
+    """configs/finetune.py as train.py reads it, with the command line's overrides (small: bytes, T 32)."""
+    import config
+    return config.parse(["configs/finetune.py", "--seq_len=32", *argv])
+
+
+def test_finetuning_on_a_user_file_holds_out_5_percent(tmp_path, monkeypatch):
+    """`python train.py configs/finetune.py --data=my.jsonl` validates on 5% of my.jsonl's examples (the same ones
+    every run), saying so; --val_data=FILE validates on that file instead."""
+    monkeypatch.chdir(ROOT)
+    mine = tmp_path / "my.jsonl"
+    examples = instruct.arithmetic(200, 0, 2, seed=5)[0]
+    instruct.write_jsonl(mine, examples)
+    cfg = finetune_config(f"--data={mine}")
+    assert cfg["val_data"] == ""
+    lines = []
+    train, val = instruct.from_config(cfg, lines.append)
+    assert len(val.examples) == 10 and len(train.examples) == 190  # 5% of 200
+    assert sorted(train.examples + val.examples) == sorted(examples) and not set(train.examples) & set(val.examples)
+    assert lines[-1] == (f"validating on 5% of {mine}'s examples (at most 1,000, seed 0), held out from training; "
+                         "--val_data=FILE to validate on a file")
+    assert instruct.from_config(cfg, lambda s: None)[1].examples == val.examples  # the same ones every run
+    other = tmp_path / "other.jsonl"
+    instruct.write_jsonl(other, examples[:7])
+    lines.clear()
+    train, val = instruct.from_config(finetune_config(f"--data={mine}", f"--val_data={other}"), lines.append)
+    assert len(train.examples) == 200 and val.examples == examples[:7]
+    assert lines[-1] == f"validating on {other} (val_data)"
+
+
+def test_default_finetuning_validates_on_the_arithmetic_tasks_own_file(tmp_path, monkeypatch):
+    """configs/finetune.py as it is (data/arith/train.jsonl, val_data ''): all of train.jsonl trains, and the task's
+    val.jsonl (pairs disjoint from train's) validates, as `python instruct.py arithmetic` wrote them."""
+    monkeypatch.chdir(ROOT)
+    cfg = finetune_config()
+    assert cfg["data"] == "data/arith/train.jsonl" and cfg["val_data"] == ""
+    monkeypatch.chdir(tmp_path)
+    instruct.main(["arithmetic", "--n_train=120", "--n_val=9", "--digits=2"])
+    lines = []
+    train, val = instruct.from_config(cfg, lines.append)
+    assert (len(train.examples), len(val.examples)) == (120, 9)
+    assert val.examples == instruct.read("data/arith/val.jsonl")
+    assert lines[-1].startswith("validating on data/arith/val.jsonl, the arithmetic task's held-out file")
+    cfg["data"] = str(tmp_path / "data" / "arith" / "train.jsonl")  # the same file, named another way
+    assert instruct.val_source(cfg["data"], "")[0] == "data/arith/val.jsonl"
 
 
 # -------------------------------------------------------------- a fine-tuning run, killed and resumed
