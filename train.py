@@ -92,10 +92,7 @@ def set_up(argv):
         if jax.process_index() == 0:  # one run per directory, for this process's life (the OS releases it)
             common.lock(os.path.join(cfg["out_dir"], ".lock"), f"run directory {cfg['out_dir']!r}")
         start, meta, stale = checkpoint.start_point(cfg, run, log)
-        try:
-            data.check(cfg["data"], cfg["data_dir"])
-        except FileNotFoundError as e:
-            fail(str(e))
+        data.check(cfg["data"], cfg["data_dir"], cfg["vocab_size"])  # missing, empty or malformed: one line
     for k, v in cfg.items():
         log(f"{k:>19} = {v!r}")
     for k, v in run.items():
