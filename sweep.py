@@ -1,34 +1,25 @@
-"""Sweeps of train.py runs. A sweep is a plain Python file (sweeps/*.py) naming a base config and the points
-to run; the runner runs them as train.py processes, several at once, each pinned to its own cores. It can be
-killed and restarted at any moment (a finished point is skipped, a killed one resumes from its checkpoint),
-records a diverged run as a result, extends LR grids until their best point is inside, and collects every point
-into one CSV (figures.py plots it). IsoFLOP sweeps: `python scaling.py isoflop`.
+"""Sweeps of train.py runs (docs/experiments.md). A sweep file sets `config` (a config file), `settings` (train.py
+keys for every point), `points` (dicts of keys: grid() and zipped() build them), optionally `tune` (rules adding
+points as results arrive: _extend, _apply), `root` (runs go to <root>/<name>/, default out/sweeps) and `csv`. The
+runner runs the points as train.py processes, several at once, each pinned to its own cores, one runner per sweep;
+kill and restart it at any moment. Every attempt is recorded; a diverged run (exit status 3) is a result.
 
     python sweep.py run sweeps/fig1a.py --jobs=2     # run what is not done yet; --dry_run lists the points
     python sweep.py collect sweeps/fig1a.py          # the CSV (run also writes it after every point)
-
-A sweep file sets `config` (the base config file), `settings` (train.py keys for every point), `points` (dicts
-of train.py keys: grid() and zipped() build them), and optionally `tune`: rules that add points as results
-arrive. dict(key="lr", factor=2, margin=1) extends each LR grid by factors of 2 until its best point has
-`margin` points on either side (a callable margin(point) may differ per point); dict(key="t2", around="lr",
-factors=[1/8, 8]) adds, once a group's LR is tuned, copies of its best point with t2 scaled (values=[1, 2]
-instead of factors: with those values, e.g. seeds). A rule's `where(point)` limits it to some points.
-Runs go to out/sweeps/<name>/ (`root`), the CSV to the file's `csv` (default: out/sweeps/<name>/<name>.csv).
 """
-import argparse, contextlib, csv, ctypes, itertools, json, math, os, re, signal, subprocess, sys, time
+import argparse, contextlib, csv, ctypes, fcntl, itertools, math, os, re, signal, subprocess, sys, time
 
 import checkpoint
 import config
-import model
-from common import DIVERGED, atomic_write, fail, read_json, read_jsonl, read_run, write_json
+from common import DIVERGED, INTERRUPTED, atomic_write, fail, lock, read_json, read_jsonl, read_run, write_json
 
 POLL_S = 1.0  # how often the runner looks at its processes
-DIVERGED_AFTER = 0.2  # a train loss above ln V (a uniform guess) after this fraction of the tokens: diverged
+MAX_ATTEMPTS, RETRY_S = 3, 5.0  # failed attempts of a point before it is failed; the wait after the first, doubling
+TRAIN = "train.py"  # what a point runs (tests run a stand-in)
 MAX_POINTS_PER_GROUP = 16  # a tuning rule stops extending a grid here (a loss that never turns)
 FINAL = ("done", "diverged", "failed")
-RESULT_KEYS = ["status", "final_val_loss", "best_val_loss", "final_val_bpb", "final_val_accuracy", "final_train_loss",
-               "tokens_per_s", "mfu", "peak_memory_mb", "memory", "wall_s", "attempts", "train_tokens", "n_steps",
-               "run_b1", "run_b2", "run_t1", "run_t2", "reason"]  # run_*: the betas and half-lives train.py resolved
+RESULT_KEYS = ("status final_val_loss best_val_loss final_val_bpb final_val_accuracy final_train_loss tokens_per_s mfu "
+               "peak_memory_mb memory wall_s attempts train_tokens n_steps run_b1 run_b2 run_t1 run_t2 reason").split()
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
 
 def grid(**axes):
@@ -36,10 +27,8 @@ def grid(**axes):
     return [dict(zip(axes, vs)) for vs in itertools.product(*axes.values())]
 
 def zipped(**axes):
-    """Lists side by side: zipped(a=[1, 2], b=[3, 4]) -> [{a: 1, b: 3}, {a: 2, b: 4}]."""
-    if len({len(v) for v in axes.values()}) > 1:
-        raise ValueError(f"zipped() needs lists of one length, got {({k: len(v) for k, v in axes.items()})}")
-    return [dict(zip(axes, vs)) for vs in zip(*axes.values())]
+    """Lists side by side: zipped(a=[1, 2], b=[3, 4]) -> [{a: 1, b: 3}, {a: 2, b: 4}] (ValueError if unequal)."""
+    return [dict(zip(axes, vs)) for vs in zip(*axes.values(), strict=True)]
 
 def load(path, root="out/sweeps"):
     """The sweep file at `path` as a dict: name, config, settings, points, tune, out (its runs), csv."""
@@ -182,38 +171,31 @@ def _child(cores):
     return setup, dict(os.environ, XLA_FLAGS=flags.strip(), OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
                        MKL_NUM_THREADS=n, TF_CPP_MIN_LOG_LEVEL="2")
 
-def diverging(out):
-    """Why the running point in `out` diverged (a train loss above ln V after DIVERGED_AFTER of its tokens)."""
-    r = read_run(out)
-    if r["run"] and r["config"]:
-        cap, after = math.log(r["config"]["vocab_size"]), DIVERGED_AFTER * r["run"]["train_tokens"]
-        for m in r["metrics"]:
-            if "train_loss" in m and m["tokens"] > after and not m["train_loss"] <= cap:
-                return f"train loss {m['train_loss']:.3f} > ln V = {cap:.3f} at {m['tokens']:,} tokens"
+def record(out, **row):  # a line of a point's attempts.jsonl: an attempt's start (how, from_step) or end (seconds, rc)
+    write_json(path := os.path.join(out, "attempts.jsonl"), read_jsonl(path) + [row], lines=True)
 
-def result(out, rc, why=""):
-    """The result.json of a point whose train.py exited with status rc (why: the runner stopped it diverging),
-    from its run directory and attempts.jsonl; None if it was interrupted (resume it)."""
+def unreadable(out):
+    """Whether a run directory holds checkpoints but none that can be read (train.py cannot resume it)."""
+    return bool(checkpoint.list_checkpoints(out)) and checkpoint.latest_valid(out, log=lambda _: None) is None
+
+def result(out, rc):
+    """The result.json of a point whose train.py exited with status rc; None if a signal stopped it: it resumes."""
     text = open(os.path.join(out, "train.log"), errors="replace").read()[-4000:]
     errors = re.findall(r"error: [^\r\n]*", text)  # train.py's one-line error, perhaps after a tqdm bar's \r
-    err = errors[-1] if errors else text.strip().splitlines()[-1][-300:] if text.strip() else ""
-    r, attempts = read_run(out), read_jsonl(os.path.join(out, "attempts.jsonl"))
+    err = errors[-1] if errors else text.strip().splitlines()[-1][-300:] if text.strip() else f"exit status {rc}"
+    r, ended = read_run(out), [a for a in read_jsonl(os.path.join(out, "attempts.jsonl")) if "rc" in a]
     run, summ, vals = r["run"], r["summary"], [m for m in r["metrics"] if "val_loss" in m]
     final = vals[-1] if vals and vals[-1]["step"] == run.get("n_steps") else {}
-    if not why and (rc < 0 or rc == 0 and not final):  # killed by a signal, or checkpointed and exited on SIGTERM
+    if rc == INTERRUPTED or rc == 0 and not final:  # (exit 0 without a final eval: train.py before INTERRUPTED)
         return None
-    state, reason = ("diverged", why or err) if why or rc == DIVERGED else ("failed", err) if rc else ("done", "")
-    train, peak = [m["train_loss"] for m in r["metrics"] if "train_loss" in m], summ.get("peak_memory_bytes")
-    res = dict(status=state, reason=reason, final_val_loss=final.get("val_loss"), final_val_bpb=final.get("val_bpb"),
-               final_val_accuracy=final.get("val_accuracy"), final_train_loss=train[-1] if train else None,
-               best_val_loss=min((m["val_loss"] for m in vals), default=None), tokens_per_s=summ.get("tokens_per_s"),
-               mfu=summ.get("mfu"), memory=summ.get("memory"), peak_memory_mb=None if peak is None else peak / 2 ** 20,
-               wall_s=sum(a["seconds"] for a in attempts), attempts=len(attempts), train_tokens=run.get("train_tokens"),
-               n_steps=run.get("n_steps"), **{f"run_{k}": run.get(k) for k in ("b1", "b2", "t1", "t2")})
-    cap = math.log(r["config"].get("vocab_size", model.Config.vocab_size))  # ln V: the loss of a uniform guess
-    if state == "done" and not res["final_val_loss"] <= cap:
-        res.update(status="diverged", reason=f"final val loss {res['final_val_loss']} > ln V = {cap:.3f}")
-    return res
+    train, peak = [None] + [m["train_loss"] for m in r["metrics"] if "train_loss" in m], summ.get("peak_memory_bytes")
+    return dict(status="diverged" if rc == DIVERGED else "failed" if rc else "done",
+                reason=f"killed by {signal.Signals(-rc).name}" if rc < 0 else err if rc else "",
+                **{f"final_{k}": final.get(k) for k in ("val_loss", "val_bpb", "val_accuracy")},
+                final_train_loss=train[-1], best_val_loss=min((m["val_loss"] for m in vals), default=None),
+                **{k: summ.get(k) for k in ("tokens_per_s", "mfu", "memory")}, peak_memory_mb=peak and peak / 2 ** 20,
+                wall_s=sum(a["seconds"] for a in ended), attempts=len(ended), train_tokens=run.get("train_tokens"),
+                n_steps=run.get("n_steps"), **{f"run_{k}": run.get(k) for k in ("b1", "b2", "t1", "t2")})  # as resolved
 
 class Runner:
     """Runs a sweep's unfinished points, `jobs` at a time, until all are finished or it is told to stop."""
@@ -222,37 +204,55 @@ class Runner:
         self.rerun = ("todo", "partial", "failed") if retry_failed else ("todo", "partial")
         per = max(1, len(CORES) // jobs)
         self.slots = [(CORES * jobs)[k * per:(k + 1) * per] for k in range(jobs)]
-        self.running, self.stopping = {}, False  # slot -> (point name, process, out, start time, from step)
+        self.running, self.stopping = {}, False  # slot -> (point name, process, out, start time)
+        self.after, self.failed = {}, {}  # point name -> its next start (inf: running, or never again), failures
 
     def start(self, p, slot):
-        """Point p's train.py on the slot's cores; with a checkpoint it resumes (train.py's resume is bit for bit)."""
-        os.makedirs(out := run_dir(self.sweep, p), exist_ok=True)
+        """Point p's train.py on the slot's cores, resumed from its checkpoint (afresh once retry() found none can
+        be read); not while a killed runner's train.py runs p: its attempt is recorded, lasting to its log's end."""
+        name, out = point_name(p), run_dir(self.sweep, p)
+        os.makedirs(out, exist_ok=True)
+        hold = open(os.path.join(out, "attempt.lock"), "a")  # train.py inherits it: locked for as long as it runs
+        try:
+            fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a killed runner's train.py, checkpointing before it exits: wait for it
+            return hold.close()
+        log, rows = os.path.join(out, "train.log"), read_jsonl(os.path.join(out, "attempts.jsonl"))
+        for t in {a["started"] for a in rows} - {a["started"] for a in rows if "rc" in a}:  # killed with its runner
+            record(out, started=t, seconds=max(0.0, os.path.getmtime(log) - t), rc=None, killed=True)
         ckpts, (setup, env) = checkpoint.list_checkpoints(out), _child(self.slots[slot])
-        cmd = [sys.executable, "train.py", self.sweep["config"], *_args(self.sweep, p), f"--out_dir={out}",
-               *(["--init_from=resume"] if ckpts else [])]
-        with open(os.path.join(out, "train.log"), "a") as f:
+        fresh = self.failed.get(name) == MAX_ATTEMPTS and unreadable(out)  # retry() allowed one more, from scratch
+        how = "overwrite" if fresh else "resume" if ckpts else "start"
+        cmd = [sys.executable, TRAIN, self.sweep["config"], *_args(self.sweep, p), f"--out_dir={out}",
+               *dict(resume=["--init_from=resume"], overwrite=["--overwrite=True"]).get(how, [])]
+        with hold, open(log, "a") as f:
+            record(out, started=(t0 := time.time()), how=how, from_step=ckpts[-1][0] if how == "resume" else 0)
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    preexec_fn=setup, env=env)
-        self.running[slot] = (point_name(p), proc, out, time.time(), ckpts[-1][0] if ckpts else 0)
+                                    preexec_fn=setup, env=env, pass_fds=(hold.fileno(),))
+        self.running[slot], self.after[name] = (name, proc, out, t0), math.inf
 
     def poll(self):
-        """Ended processes -> result.json (a diverging one is stopped first). Returns how many ended."""
-        ended = 0
-        for slot, (name, proc, out, t0, step0) in list(self.running.items()):
-            why = None if self.stopping or proc.poll() is not None else diverging(out)
-            if why:
-                proc.kill()
-            elif proc.poll() is None:
-                continue
-            rc, ended = proc.wait(), ended + 1
-            del self.running[slot]
-            os.makedirs(out, exist_ok=True)  # the point's directory may have been deleted while it ran
-            with open(os.path.join(out, "attempts.jsonl"), "a") as f:
-                f.write(json.dumps(dict(started=t0, seconds=time.time() - t0, rc=rc, from_step=step0)) + "\n")
-            if res := result(out, rc, why):
+        """Ended processes -> attempts.jsonl, then result.json, a retry, or (interrupted) a resume. -> how many."""
+        ended = [(slot, r) for slot, r in self.running.items() if r[1].poll() is not None]
+        for slot, (name, proc, out, t0) in ended:
+            del self.running[slot], self.after[name]
+            record(out, started=t0, seconds=time.time() - t0, rc=proc.returncode)
+            if (res := result(out, proc.returncode)) is None or self.stopping and res["status"] == "failed":
+                self.log(f"interrupted: {name}")
+            elif res["status"] != "failed" or not self.retry(name, out, res["reason"]):
                 write_json(os.path.join(out, "result.json"), res)
                 self.log(f"{res['status']}: {name}" + (f" ({res['reason']})" if res["reason"] else ""))
-        return ended
+        return len(ended)
+
+    def retry(self, name, out, why):
+        """After a failed attempt: True to run it again after a backoff (MAX_ATTEMPTS in all), then once more, from
+        scratch, if none of its checkpoints can be read; False once it has failed for good."""
+        n = self.failed[name] = self.failed.get(name, 0) + 1
+        again = n < MAX_ATTEMPTS or n == MAX_ATTEMPTS and unreadable(out)
+        self.after[name] = time.time() + (wait := RETRY_S * 2 ** (n - 1)) if again else math.inf  # inf: never
+        if again:
+            self.log(f"attempt {n} failed ({why}); again in {wait:g} s{' from scratch' * (n == MAX_ATTEMPTS)}: {name}")
+        return again
 
     def stop(self, *_):
         """SIGINT / SIGTERM: each process checkpoints and exits (train.py's own handling); the runner waits."""
@@ -260,28 +260,28 @@ class Runner:
         for _, proc, *_ in self.running.values():
             proc.send_signal(signal.SIGTERM)
 
-    def run(self, csv_path=None):
+    def run(self, csv_path):
         """Until every point is finished or a signal stops it; the CSV after every point. -> known(sweep)."""
         from tqdm import tqdm
         signal.signal(signal.SIGTERM, self.stop), signal.signal(signal.SIGINT, self.stop)
-        bar = tqdm(desc=self.sweep["name"], unit="run", dynamic_ncols=True, mininterval=1.0)
-        while True:
-            points, results = known(self.sweep)
-            if (progress := (len(points), sum(r["status"] in FINAL for r in results.values()))) != (bar.total, bar.n):
-                bar.total, bar.n = progress
-                bar.refresh()
-            busy = {name for name, *_ in self.running.values()}
-            todo = [p for p, _ in points if results[n := point_name(p)]["status"] in self.rerun and n not in busy]
-            for slot in ([] if self.stopping else [s for s in range(self.jobs) if s not in self.running])[:len(todo)]:
-                self.start(todo.pop(0), slot)
-            if not self.running and (self.stopping or not todo):
-                break
-            time.sleep(POLL_S)
-            if self.poll() and csv_path:
-                collect(self.sweep, csv_path)
-        bar.close()
-        if csv_path:
-            collect(self.sweep, csv_path)
+        with tqdm(desc=self.sweep["name"], unit="run", dynamic_ncols=True, mininterval=1.0) as bar:
+            while True:
+                points, results = known(self.sweep)
+                if (count := (len(points), sum(r["status"] in FINAL for r in results.values()))) != (bar.total, bar.n):
+                    bar.total, bar.n = count
+                    bar.refresh()
+                todo = [p for p, _ in points if results[n := point_name(p)]["status"] in self.rerun
+                        and self.after.get(n, 0) < math.inf]  # not running, not failed for good
+                for p in [] if self.stopping else todo:
+                    free = [s for s in range(self.jobs) if s not in self.running]
+                    if free and self.after.get(point_name(p), 0) <= time.time():
+                        self.start(p, free[0])
+                if not self.running and (self.stopping or not todo):
+                    break
+                time.sleep(POLL_S)
+                if self.poll():
+                    collect(self.sweep, csv_path)
+        collect(self.sweep, csv_path)
         return known(self.sweep)
 
 def collect(sweep, path):
@@ -316,7 +316,6 @@ def dry_run(sweep, log=print):
         log(f"{r['status']:>8} {loss:>11}  {point_name(p)}" + (f"  ({variant} around the best)" if variant else ""))
     more = f"; tune rules on {', '.join(r['key'] for r in sweep['tune'])} add more as results arrive"
     log(f"{len(points)} points: {tally(results)}" + (more if sweep["tune"] else ""))
-    return points, results
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -337,6 +336,7 @@ def main(argv=None):
         return dry_run(sweep)
     if a.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
+    lock(os.path.join(sweep["out"], "sweep.lock"), f"sweep {sweep['out']}")  # one runner per sweep, for its life
     check(sweep)
     runner = Runner(sweep, a.jobs, retry_failed=a.retry_failed)
     print(f"{sweep['name']}: {tally(runner.run(path)[1])} -> {path}")

@@ -1,5 +1,7 @@
-"""Tests for sweep.py: tune rules on fake results, sweep file errors, the divergence rule, and a 4-point sweep
-end to end (divergence, a kill and a resume, the CSV). The IsoFLOP generator is scaling.py's (tests/test_scaling.py)."""
+"""Tests for sweep.py: tune rules on fake results, sweep file errors, the runner on a stand-in train.py (exit
+statuses, bounded retries and the restart from scratch, one runner per sweep, a runner SIGKILLed mid-attempt), and
+a 4-point sweep end to end (divergence, a kill and a resume, the CSV). The IsoFLOP generator is scaling.py's
+(tests/test_scaling.py)."""
 import csv
 import json
 import os
@@ -10,6 +12,7 @@ import time
 
 import pytest
 
+import common
 import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,17 +84,6 @@ def test_sweep_file_errors_are_one_line_and_name_the_problem(tmp_path):
         sweep.load(str(tmp_path / "missing.py"))
 
 
-def test_a_train_loss_above_ln_v_after_a_fifth_of_the_tokens_is_divergence(tmp_path):
-    (tmp_path / "run.json").write_text(json.dumps(dict(train_tokens=1000)))
-    (tmp_path / "config.json").write_text(json.dumps(dict(vocab_size=256)))
-    rows = [dict(tokens=100, train_loss=6.0), dict(tokens=300, train_loss=5.0)]  # ln 256 = 5.545
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert sweep.diverging(str(tmp_path)) is None  # above ln V only at the start (the init's loss)
-    rows.append(dict(tokens=400, train_loss=float("nan")))
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert sweep.diverging(str(tmp_path)) == "train loss nan > ln V = 5.545 at 400 tokens"
-
-
 SWEEP = """from sweep import grid
 config = "configs/mini.py"
 root = {root!r}
@@ -128,9 +120,9 @@ def test_sweep_runs_records_divergence_resumes_after_a_kill_and_collects_a_csv(d
     assert "four: 3 done, 1 diverged" in out2, out2[-3000:]
     attempts = {d.name: [json.loads(x) for x in open(d / "attempts.jsonl")] for d in (tmp_path / "runs" / "four").iterdir()
                 if d.is_dir()}
-    assert sorted(len(a) for a in attempts.values()) == [1, 1, 1, 2]  # nothing finished ran twice
-    first, second = attempts[long.name]
-    assert first["rc"] == 0 and second["from_step"] > 0  # the killed point resumed from its checkpoint
+    assert sorted(sum("rc" in a for a in rows) for rows in attempts.values()) == [1, 1, 1, 2]  # none finished twice
+    ends, starts = [[a for a in attempts[long.name] if k in a] for k in ("rc", "how")]
+    assert ends[0]["rc"] in (0, common.INTERRUPTED) and starts[1]["how"] == "resume" and starts[1]["from_step"] > 0
     steps = [json.loads(x)["step"] for x in open(long / "metrics.jsonl") if "train_loss" in x]
     assert steps == list(range(16, 768 + 1, 16))  # every log window once: nothing lost, nothing twice
     rows = list(csv.DictReader(open(csv_path)))
@@ -143,3 +135,163 @@ def test_sweep_runs_records_divergence_resumes_after_a_kill_and_collects_a_csv(d
         if r["status"] == "done":  # learned from ln 256 + 1/2 at init; speed and memory recorded
             assert float(r["final_val_loss"]) < 4.0 and float(r["tokens_per_s"]) > 0 and float(r["peak_memory_mb"]) > 50
     assert int(by[long.name]["attempts"]) == 2 and float(by[long.name]["wall_s"]) > 0
+
+
+# -- the runner on a stand-in train.py: FAKE_PLAN lists what its successive calls on a point do ---------------------
+FAKE = r'''import json, os, shutil, signal, sys, time
+out = dict(a[2:].split("=", 1) for a in sys.argv[2:])["out_dir"]
+with open(os.path.join(out, "calls.jsonl"), "a+") as f:  # every call: its arguments and when it started
+    f.seek(0)
+    act = os.environ["FAKE_PLAN"].split(",")[len(f.readlines())]
+    f.write(json.dumps(dict(args=sys.argv[2:], start=time.time())) + "\n")
+if "--overwrite=True" in sys.argv:
+    [shutil.rmtree(os.path.join(out, d)) for d in os.listdir(out) if d.startswith("ckpt_")]
+if act == "done":
+    json.dump(dict(n_steps=4, train_tokens=64), open(os.path.join(out, "run.json"), "w"))
+    open(os.path.join(out, "metrics.jsonl"), "a").write(json.dumps(dict(step=4, tokens=64, val_loss=1.5)) + "\n")
+    sys.exit(0)
+if act.startswith("error"):
+    print(act, file=sys.stderr)
+    sys.exit(3 if "nan" in act else 1)
+os.makedirs(os.path.join(out, "ckpt_000000002"), exist_ok=True)
+def stop(*_):  # SIGTERM: checkpoint (FAKE_STOP_S seconds), exit INTERRUPTED
+    time.sleep(float(os.environ.get("FAKE_STOP_S", 0)))
+    print("SIGTERM: checkpoint written at step 2", flush=True)
+    open(os.path.join(out, "stopped"), "w").write(str(time.time()))
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+if act == "hang":
+    open(os.path.join(out, "hanging"), "w").close()
+    time.sleep(600)
+sys.exit(130)  # act "130": as if stopped by a signal
+'''
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """A one-point sweep whose train.py is FAKE, run by the runner in this process (or by `runner_cmd` in another)."""
+    (tmp_path / "fake_train.py").write_text(FAKE)
+    (tmp_path / "one.py").write_text(f"config = 'configs/mini.py'\nroot = {str(tmp_path / 'runs')!r}\n"
+                                     "points = [dict(lr=0.001)]\n")
+    monkeypatch.setattr(sweep, "TRAIN", str(tmp_path / "fake_train.py"))
+    monkeypatch.setattr(sweep, "POLL_S", 0.02)
+    monkeypatch.setattr(sweep, "RETRY_S", 0.05)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # Runner.run sets its own
+    yield tmp_path, tmp_path / "runs" / "one" / "lr=0.001"
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def run_fake(tmp_path, plan, monkeypatch, **kw):
+    monkeypatch.setenv("FAKE_PLAN", plan)
+    log, s = [], sweep.load(str(tmp_path / "one.py"))
+    sweep.Runner(s, log=log.append, **kw).run(str(tmp_path / "one.csv"))
+    return log
+
+
+def read(point):
+    rows = [json.loads(x) for x in open(point / "attempts.jsonl")]
+    return (json.loads((point / "result.json").read_text()), [a for a in rows if "how" in a],
+            [a for a in rows if "rc" in a], [json.loads(x) for x in open(point / "calls.jsonl")])
+
+
+def runner_cmd(tmp_path):
+    """`sweep.py run` of the stand-in's sweep, in a process of its own."""
+    code = (f"import sweep; sweep.TRAIN = {str(tmp_path / 'fake_train.py')!r}; sweep.POLL_S = 0.02; "
+            f"sweep.main(['run', {str(tmp_path / 'one.py')!r}, '--jobs=1'])")
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize("plan, status, rcs, how", [
+    ("130,done", "done", [common.INTERRUPTED, 0], ["start", "resume"]),  # stopped by a signal: resumed, not failed
+    ("error: out of memory,done", "done", [1, 0], ["start", "start"]),  # a failure is tried again
+    ("error: loss is nan at step 3", "diverged", [common.DIVERGED], ["start"])])  # divergence is a result
+def test_each_exit_status_of_train_py_is_resumed_retried_or_recorded(stand_in, monkeypatch, plan, status, rcs, how):
+    tmp_path, point = stand_in
+    log = run_fake(tmp_path, plan, monkeypatch)
+    res, starts, ends, calls = read(point)
+    assert res["status"] == status and [a["rc"] for a in ends] == rcs and res["attempts"] == len(rcs), log
+    assert res["wall_s"] == pytest.approx(sum(a["seconds"] for a in ends))
+    assert [a["how"] for a in starts] == how
+    if status == "diverged":
+        assert res["reason"] == "error: loss is nan at step 3"
+    row, = csv.DictReader(open(tmp_path / "one.csv"))
+    assert row["status"] == status and int(row["attempts"]) == len(rcs)
+
+
+@pytest.mark.parametrize("scratch", ["error: disk full", "done"])
+def test_a_point_whose_checkpoints_are_all_corrupt_is_tried_a_bounded_number_of_times_then_from_scratch_once(
+        stand_in, monkeypatch, scratch):
+    """The retry loop of a point whose only checkpoint is corrupt (it was endless under --retry_failed): resumed
+    MAX_ATTEMPTS times with a doubling backoff, then run once with --overwrite=True; if that fails too, it is
+    failed with the scratch run's reason, and this runner does not run it again even with --retry_failed."""
+    tmp_path, point = stand_in
+    (point / "ckpt_000000008").mkdir(parents=True)
+    (point / "ckpt_000000008" / "meta.json").write_text("{not json")
+    no_ckpt = f"error: init_from='resume' but {point} holds no valid checkpoint"
+    log = run_fake(tmp_path, ",".join([no_ckpt] * sweep.MAX_ATTEMPTS + [scratch]), monkeypatch, retry_failed=True)
+    res, starts, ends, calls = read(point)
+    assert [a["how"] for a in starts] == ["resume"] * sweep.MAX_ATTEMPTS + ["overwrite"], log
+    assert ["--init_from=resume" in c["args"] for c in calls] == [True] * sweep.MAX_ATTEMPTS + [False]
+    assert "--overwrite=True" in calls[-1]["args"]
+    gaps = [b["start"] - a["start"] for a, b in zip(calls, calls[1:])]
+    assert all(g >= sweep.RETRY_S * 2 ** i for i, g in enumerate(gaps)), gaps  # 0.05, 0.1, 0.2 s at least
+    assert res["attempts"] == sweep.MAX_ATTEMPTS + 1 and len(ends) == sweep.MAX_ATTEMPTS + 1
+    if scratch == "done":
+        assert res["status"] == "done" and not list(point.glob("ckpt_*"))
+    else:
+        assert res["status"] == "failed" and res["reason"] == "error: disk full"
+        assert f"attempt {sweep.MAX_ATTEMPTS} failed ({no_ckpt}); again in 0.2 s from scratch: lr=0.001" in log
+
+
+def test_a_second_runner_on_a_sweep_is_refused_naming_the_first(stand_in, capsys):
+    """While one runner runs a sweep, a second is refused at once in one line naming its PID; --dry_run and
+    collect still work. Stopped by SIGTERM, the first runner's train.py exits INTERRUPTED: partial, not failed."""
+    tmp_path, point = stand_in
+    env = dict(os.environ, FAKE_PLAN="hang")
+    first = subprocess.Popen(runner_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.time() + 120
+    while not (point / "hanging").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "sweep.py", "run", str(tmp_path / "one.py")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0 and second.stdout == "", second
+    assert second.stderr.strip().splitlines() == [
+        f"error: sweep {tmp_path / 'runs' / 'one'} is in use by another process (PID {first.pid}; lock "
+        f"{tmp_path / 'runs' / 'one' / 'sweep.lock'})"]
+    sweep.main(["run", str(tmp_path / "one.py"), "--dry_run"])  # in this process: it would be refused a lock
+    sweep.main(["collect", str(tmp_path / "one.py")])
+    assert "1 points: 1 partial" in capsys.readouterr().out
+    first.send_signal(signal.SIGTERM)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 1 and "stopped by a signal" in out and "interrupted: lr=0.001" in out, out
+    assert not (point / "result.json").exists()
+    assert [json.loads(x).get("rc") for x in open(point / "attempts.jsonl")] == [None, common.INTERRUPTED]
+
+
+def test_a_runner_killed_mid_attempt_has_the_attempt_recorded_as_killed_on_restart(stand_in, monkeypatch):
+    """SIGKILL the runner while its train.py runs: train.py gets SIGTERM and checkpoints (1 s). A runner started
+    at once waits for it to exit, records the unfinished attempt as killed (up to its log's last line), resumes the
+    point, and counts both attempts in `attempts` and `wall_s`."""
+    tmp_path, point = stand_in
+    env = dict(os.environ, FAKE_PLAN="hang,done", FAKE_STOP_S="1")
+    first = subprocess.Popen(runner_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (point / "hanging").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    start = [json.loads(x) for x in open(point / "attempts.jsonl")]
+    assert len(start) == 1 and "rc" not in start[0]  # started, never ended
+    monkeypatch.setenv("FAKE_STOP_S", "0")
+    log = run_fake(tmp_path, "hang,done", monkeypatch)  # this process: no start-up, so the old train.py still runs
+    res, starts, ends, calls = read(point)
+    assert calls[1]["start"] >= float((point / "stopped").read_text()), "two train.py processes on one point"
+    assert [a["how"] for a in starts] == ["start", "resume"], log
+    killed, done = ends
+    assert killed["killed"] and killed["rc"] is None and killed["started"] == starts[0]["started"]
+    assert killed["seconds"] >= 1  # it ran until its SIGTERM checkpoint (1 s) ended
+    assert res["status"] == "done" and res["attempts"] == 2
+    assert res["wall_s"] == pytest.approx(killed["seconds"] + done["seconds"])
