@@ -3,6 +3,7 @@ typed (types and values) before anything is printed or allocated. Config files a
 assignments overriding DEFAULTS; `--key=value` overrides both. Everything is counted in tokens.
 A config file may also hold a table `tuned = {batch_size: {key: value}}` (configs/lm30m.py): the row of
 the run's batch size (the nearest, in log scale, when it has none) fills the keys the user did not set.
+init_from='resume' starts from the run's config.json instead of DEFAULTS and the default config file.
 `--help` prints every key, the value it would run with and its comment in DEFAULTS (read from this source);
 an unknown key is answered with the keys it likely means, by spelling and by SYNONYMS.
 """
@@ -18,7 +19,7 @@ import data
 import lora
 import model
 import optim
-from common import fail
+from common import fail, read_json
 
 # One key a line. Its comment is its line in `python train.py --help` (keep it to one line; more-indented comment
 # lines below it are detail for the reader), and a comment line at the keys' indent heads the keys below it.
@@ -116,6 +117,10 @@ CHOICES = {"rounding": ("stochastic", "nearest"), "state_dtype": ("float32", "bf
            "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": tuple(data.TOKENIZERS)}
 
 
+# keys that say how this command starts, not what the run is: a resume takes them from the command line (or
+# DEFAULTS), never from the run's config.json (a permission such as allow_budget_change is given once)
+PER_INVOCATION = ("init_from", "overwrite", "allow_budget_change", "dry_run", "coordinator_address", "num_processes",
+                  "process_id")
 # what a key is called elsewhere (nanoGPT, Hugging Face, optax) -> its name here, or (its name, what differs)
 IN_TOKENS = "the run's length, counted in tokens: steps x batch_size x seq_len"
 SYNONYMS = {
@@ -140,7 +145,9 @@ SYNONYMS = {
 
 def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
     """[config.py] [--key=value ...] -> the config dict: DEFAULTS, then the config file's assignments, then the
-    flags, checked. -h / --help prints every key with the value
+    flags, checked. init_from='resume' continues out_dir's run: its config.json takes the place of DEFAULTS and
+    of the default config file (a config file named on the command line, and the flags, still apply over it;
+    checkpoint.check_resume says which changes a resume takes). -h / --help prints every key with the value
     this command line would run with, where that value comes from, and the key's comment in DEFAULTS."""
     args = [a for a in argv if a not in ("-h", "--help")]
     show_help, named = len(args) < len(argv), args.pop(0) if args and not args[0].startswith("--") else None
@@ -157,11 +164,23 @@ def parse(argv, defaults=DEFAULTS, default_file="configs/tiny.py"):
         fail(f"unknown config key '{k}'" + ((s := suggest(k, defaults)) and f"; did you mean {s}?") +
              " (--help lists every key)")
     given = {k: _check_type(k, v, defaults[k]) for k, v in given.items()}
-    cfg, note, filled = _apply_tuned({**defaults, **given}, tuned, given)
+    base, saved = dict(defaults), None
+    if given.get("init_from") == "resume":
+        out = given.get("out_dir", defaults["out_dir"])
+        saved = read_saved_config(out)
+    if saved is not None:  # the run's config; a config file counts only where the command line names one
+        if named is None:
+            given, origin, tuned = {k: given[k] for k in flags}, {k: "flag" for k in flags}, {}
+        kept = [k for k in defaults if k in saved and k not in PER_INVOCATION]
+        base.update({k: _check_type(k, saved[k], defaults[k]) for k in kept}, out_dir=out)
+        origin = {**dict.fromkeys(kept, "saved"), **origin}
+    cfg, note, filled = _apply_tuned({**base, **given}, tuned, given)
     origin.update(dict.fromkeys(filled, "tuned"))
+    if saved is not None and named is None:  # the run's own config file and tuned-table note
+        path, note = saved.get("config_file", path), saved.get("tuned", "")
     if show_help:
         try:
-            print(help_text(cfg, origin, path, named is None), flush=True)
+            print(help_text(cfg, origin, path, named is None and saved is None), flush=True)
         except BrokenPipeError:  # `--help | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
@@ -180,6 +199,22 @@ def read_config_file(path):
         fail(f"config file '{path}': {type(e).__name__}: {e}")
     tuned = scope.pop("tuned", {})
     return {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not hasattr(v, "__spec__")}, tuned
+
+
+def read_saved_config(out_dir):
+    """The config.json of the run in out_dir, which init_from='resume' continues; None when out_dir holds
+    checkpoints without one (checkpoint.start_point then says what is wrong), and a fail line when it holds no run."""
+    path = os.path.join(out_dir, "config.json")
+    saved = read_json(path) if os.path.isfile(path) else None
+    if isinstance(saved, dict):
+        return saved
+    if os.path.isfile(path):
+        fail(f"init_from='resume': {path} is not a readable config (a JSON object); restore it from a checkpoint's "
+             "meta.json 'config', or start anew with --init_from=scratch")
+    if not any(d.startswith("ckpt_") for d in (os.listdir(out_dir) if os.path.isdir(out_dir) else [])):
+        fail(f"init_from='resume' but {out_dir} holds no run to continue (no config.json there): give the run's "
+             "--out_dir, or start one with --init_from=scratch")
+    return None
 
 
 def suggest(k, keys=DEFAULTS):
@@ -229,11 +264,12 @@ def help_text(cfg, origin, path, default_file):
     """--help: every key as --key=value (the value this command line runs with), where that value comes from, and
     its comment, under the headings of DEFAULTS."""
     what, heading = describe(), None
-    prog = os.path.basename(sys.argv[0])
+    resumed, prog = "saved" in origin.values(), os.path.basename(sys.argv[0])
     lines = [f"usage: python {prog if prog.endswith('.py') else 'train.py'} [config.py] [--key=value ...] [--help]",
-             f"config file: {path}" + (" (the default)" if default_file else ""),
+             f"config file: {path}" + (" (the default)" if default_file else "") +
+             (f"; resuming the run in {cfg['out_dir']}: its config.json is the base" if resumed else ""),
              "Every key with the value this command line runs with, where that comes from (file: the config file, "
-             "flag: the\ncommand line, tuned: the file's tuned table; blank: DEFAULTS), "
+             "flag: the\ncommand line, tuned: the file's tuned table, saved: the run's config.json; blank: DEFAULTS), "
              "and what it means:"]
     width = min(40, max(len(f"--{k}={v!r}") for k, v in cfg.items()))
     for k, v in cfg.items():

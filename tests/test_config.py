@@ -1,6 +1,6 @@
 """config.py: the authors' tuned 30M table (paper.md, their lm11m_fwedu_adam.yaml) reaches a run by batch
 size unless the user sets the key, and the derived values stay out of the typed config; --help; unknown keys
-answered by spelling and by meaning."""
+answered by spelling and by meaning; a resume's config is the run's config.json."""
 import os
 import subprocess
 import sys
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import common
 import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +109,37 @@ def test_synonyms_name_real_keys_and_nonsense_gets_no_guess():
     assert not set(config.SYNONYMS) & set(config.DEFAULTS)
     assert {v if isinstance(v, str) else v[0] for v in config.SYNONYMS.values()} <= set(config.DEFAULTS)
     assert unknown("--xyzzy=1") == "error: unknown config key 'xyzzy' (--help lists every key)"
+
+
+# ---------------------------------------------------------------- init_from=resume: the run's config.json is the base
+def saved_run(tmp_path, *argv):
+    """A run directory as train.py leaves it (config.json is the parsed config), made from these arguments."""
+    out = tmp_path / "run"
+    cfg = config.parse([*argv, f"--out_dir={out}"])
+    out.mkdir()
+    common.write_json(out / "config.json", cfg)
+    return out, cfg
+
+
+def test_resume_continues_from_the_saved_config_alone(tmp_path):
+    out, cfg = saved_run(tmp_path, "configs/lm30m.py", "--batch_size=4", "--data=stdlib", "--d_model=256",
+                         "--head_dim=64", "--allow_budget_change=True")
+    got = config.parse([f"--out_dir={out}", "--init_from=resume"])  # not configs/tiny.py's model, nor DEFAULTS'
+    assert got == dict(cfg, init_from="resume", allow_budget_change=False)  # a permission is not inherited
+    assert got["config_file"] == "configs/lm30m.py" and got["tuned"] == cfg["tuned"] != ""
+    got = config.parse([f"--out_dir={out}", "--init_from=resume", "--eval_every=1000", "--lr=0.1"])  # flags over it
+    assert got == dict(cfg, init_from="resume", allow_budget_change=False, eval_every=1000, lr=0.1)
+    got = config.parse(["configs/tiny.py", f"--out_dir={out}", "--init_from=resume"])  # a named file applies over it
+    assert (got["d_model"], got["tokenizer"], got["lr"], got["t1"], got["ckpt_every"]) == (192, "bytes", 6e-3, 40e3, 50e6)
+    assert got["config_file"] == "configs/tiny.py"
+    (tmp_path / "moved").mkdir()  # a run directory moved elsewhere: out_dir is where it is now
+    (tmp_path / "moved" / "config.json").write_text((out / "config.json").read_text())
+    assert config.parse([f"--out_dir={tmp_path / 'moved'}", "--init_from=resume"])["out_dir"] == str(tmp_path / "moved")
+
+
+def test_resume_without_a_saved_config_is_one_clear_error(tmp_path):
+    msg = unknown(f"--out_dir={tmp_path / 'none'}", "--init_from=resume")
+    assert msg == (f"error: init_from='resume' but {tmp_path / 'none'} holds no run to continue (no config.json there): "
+                   "give the run's --out_dir, or start one with --init_from=scratch")
+    (tmp_path / "config.json").write_text("[1, 2")
+    assert "is not a readable config" in unknown(f"--out_dir={tmp_path}", "--init_from=resume")
