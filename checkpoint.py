@@ -23,8 +23,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import model
-from common import atomic_write, fail, write_json
-from config import DEFAULTS
+from common import atomic_write, fail, read_json, write_json
+from config import DEFAULTS, PER_INVOCATION
 
 
 class CheckpointError(Exception):
@@ -183,9 +183,12 @@ SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "par
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
                             "warmup", "adafactor_decay", "state_dtype", "lora_rank", "lora_alpha", "lora_targets")  # and muon_t1, through the resolved muon_b1
 RESUME_RESOLVED = ("lr", "b1", "b2", "muon_lr", "muon_b1")  # compared in the derived record: a default may have changed meanwhile
-FREE_KEYS = {"init_from", "out_dir", "overwrite", "allow_budget_change", "force", "dry_run", "max_hours", "train_tokens",
-             "coordinator_address", "num_processes", "process_id", "plan_devices", "plan_device", "plan_mfu",
-             "config_file", "tuned"}
+# the config keys behind RESUME_RESOLVED: a flag that changes one of them is what to drop
+RESOLVED_FROM = ("lr", "b1", "b2", "t1", "t2", "muon_lr", "muon_b1", "muon_t1")
+# how this command starts, not what the run is: a resume neither checks nor reports them (config.PER_INVOCATION,
+# which a resume takes from the command line, and where the run is: a run directory may have been moved)
+FREE_KEYS = {*PER_INVOCATION, "out_dir", "plan_devices", "plan_device", "plan_mfu", "plan_compile", "config_file",
+             "tuned"}
 
 
 def start_point(cfg, run, log):
@@ -199,6 +202,10 @@ def start_point(cfg, run, log):
         if path is None:
             fail(f"init_from='resume' but {out} holds no valid checkpoint" + (" (see the warnings above)" if ckpts else ""))
         meta = read_meta(path, verify=False)  # latest_valid has just verified it
+        if not os.path.isfile(os.path.join(out, "config.json")):  # the config the resume continues (config.parse)
+            fail(f"cannot resume {path}: {out} holds no config.json, the run's config; restore it (the checkpoint's "
+                 f"meta.json holds it as 'config'), or start a new run from its weights with --init_from={path} and "
+                 "another --out_dir")
         check_resume(cfg, run, meta, path, log)
         return path, meta, []
     if ckpts and not cfg["overwrite"]:
@@ -227,29 +234,39 @@ def start_point(cfg, run, log):
 
 
 def check_resume(cfg, run, meta, path, log):
-    """Refuse to resume into a different model, optimizer or step size; a different token budget only
-    when asked (a cosine schedule then follows the new length from the resume point on)."""
+    """Resume only the same optimization: a change of the model, the optimizer or the step size is refused, a
+    change of the token budget unless asked (a cosine schedule then follows the new length from the resume point
+    on), in one line that says what to do; every other key that differs from the run's (its config.json, else the
+    checkpoint's) is taken and said, one line each."""
     old, old_run = meta.get("config", {}), meta.get("run", {})
     if not {"metrics", "pending_losses", "data", "run"} <= set(meta):
         fail(f"cannot resume {path}: written by an older train.py; start from its weights with --init_from={path}")
-    diff = [f"{k} {old.get(k, DEFAULTS[k])!r} -> {cfg[k]!r}" for k in RESUME_KEYS if old.get(k, DEFAULTS[k]) != cfg[k]]
+    was = lambda k: old.get(k, DEFAULTS[k])  # a key an older checkpoint lacks had its default
+    diff = [f"{k} {was(k)!r} -> {cfg[k]!r}" for k in RESUME_KEYS if was(k) != cfg[k]]
     diff += [f"{k} {old_run.get(k)!r} -> {run.get(k)!r}" for k in RESUME_RESOLVED if old_run.get(k) != run.get(k)]
     if diff:
-        fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); "
-             f"start a new run from its weights with --init_from={path} instead")
+        flags = [f"--{k}" for k in (*RESUME_KEYS, *RESOLVED_FROM) if was(k) != cfg[k]]
+        fix = (f"drop {' '.join(flags)} to continue the run as it was" if flags else  # else a default has changed
+               "pass the run's values (" + ", ".join(f"--{k}={old_run.get(k)!r}" for k in RESUME_RESOLVED
+                                                     if old_run.get(k) != run.get(k)) + ") to continue it")
+        fail(f"cannot resume {path}: the config changes the model or optimizer ({'; '.join(diff)}); {fix}, or start "
+             f"a new run from its weights with --init_from={path} and another --out_dir")
     if old_run.get("train_tokens") != run["train_tokens"]:
+        budget = f"train_tokens {old_run.get('train_tokens', 0):,} -> {run['train_tokens']:,}"
         if not cfg["allow_budget_change"]:
-            fail(f"cannot resume {path}: train_tokens {old_run.get('train_tokens', 0):,} -> {run['train_tokens']:,} "
-                 "changes the run's length and LR schedule; pass --allow_budget_change=True to continue with the new budget")
+            fail(f"cannot resume {path}: {budget} changes the run's length and LR schedule; "
+                 + ("drop --train_tokens to continue the run as it was, or " if was("train_tokens") != cfg["train_tokens"]
+                    else "") + "pass --allow_budget_change=True to continue with the new budget")
         if meta["step"] > run["n_steps"]:
             fail(f"cannot resume {path}: it is at step {meta['step']:,}, past the new budget's {run['n_steps']:,} steps")
-        if cfg["schedule"] == "cosine":
-            log(f"note: train_tokens {old_run['train_tokens']:,} -> {run['train_tokens']:,}: the cosine schedule now "
-                f"spans {run['n_steps']:,} steps, so the LR from step {meta['step']:,} on differs from the original run's")
-    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items()
-               if k not in FREE_KEYS and k not in RESUME_KEYS and old.get(k) != v]
-    if changed:
-        log(f"note: resuming with changed settings: {'; '.join(changed)}")
+        log(f"note: {budget}: " + (f"the cosine schedule now spans {run['n_steps']:,} steps, so the LR from step "
+                                   f"{meta['step']:,} on differs from the original run's" if cfg["schedule"] == "cosine"
+                                   else f"the run now ends at step {run['n_steps']:,}"))
+    saved = read_json(os.path.join(cfg["out_dir"], "config.json")) or old  # a change taken before: said then
+    for k, v in cfg.items():  # taken: evals, logs, checkpoints, the step's implementation, the data, ...
+        if k not in FREE_KEYS and k not in RESUME_KEYS and k != "train_tokens" and k in DEFAULTS and \
+                saved.get(k, DEFAULTS[k]) != v:
+            log(f"note: resuming with {k} {saved.get(k, DEFAULTS[k])!r} -> {v!r}")
 
 
 def load_weights(path, meta, mcfg, key, shard):

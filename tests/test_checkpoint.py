@@ -137,7 +137,9 @@ def test_sigkill_then_resume_is_bitwise_exact(work, dtype, corrupt):
 def test_signal_checkpoints_at_the_next_step_and_resumes_exactly(work, how):
     """SIGTERM from outside at a random moment, or Ctrl-C (SIGINT) at a known step: checkpoint at the next
     step boundary, exit 0, resume exactly. The log covers 3 steps per line, so a stop inside a window (step 8
-    surely) must carry that window's losses in the checkpoint to log the same line after the resume."""
+    surely) must carry that window's losses in the checkpoint to log the same line after the resume. The SIGINT
+    case resumes as the interrupt tells the user to, with --out_dir and --init_from=resume alone: the run's
+    config.json gives the rest (not configs/tiny.py, the default config file)."""
     kw = dict(log_every=3 * T, ckpt_every=0)
     ref, out = work / "ref_signal", work / how.replace(" ", "_")
     if not ref.exists():
@@ -158,7 +160,9 @@ def test_signal_checkpoints_at_the_next_step_and_resumes_exactly(work, how):
     assert step == 8 or how.startswith("external")  # the signal came while step 8's batch was fetched
     assert f"{'SIGINT' if 'SIGINT' in how else 'SIGTERM'}: checkpoint written at step {step}" in stdout
     assert len(checkpoint.read_meta(path)["pending_losses"]) == step % 3
-    ok(train(work, args(work, out.name, init_from="resume", **kw)))
+    alone = [f"--out_dir={out}", "--init_from=resume"]
+    p = ok(train(work, alone if how.startswith("SIGINT") else args(work, out.name, init_from="resume", **kw)))
+    assert "note:" not in p.stdout  # nothing differs from the run's config
     assert [m["step"] for m in metrics(out) if "train_loss" in m] == sorted({*range(3, STEPS + 1, 3), STEPS})
     assert losses(out) == losses(ref)
     a, b = arrays(ref / f"ckpt_{STEPS:09d}"), arrays(out / f"ckpt_{STEPS:09d}")
@@ -199,6 +203,9 @@ def finished_ref(work):
 
 
 def test_resume_refuses_a_changed_model_optimizer_or_budget(work):
+    """A resume refuses a change of the model, the optimizer or the budget in one line that says what to do, with
+    the original flags or with --out_dir and --init_from=resume alone (the run's config.json); a safe change is
+    taken and said; a run directory without its config.json is refused."""
     ref = finished_ref(work)
     cases = [(dict(d_model=64), "d_model 32 -> 64"), (dict(optimizer="sgd"), "optimizer 'adamw' -> 'sgd'"),
              (dict(train_tokens=400 * T), "--allow_budget_change=True")]
@@ -206,12 +213,36 @@ def test_resume_refuses_a_changed_model_optimizer_or_budget(work):
         p = train(work, args(work, ref.name, init_from="resume", **kw))
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot resume") and msg in lines[0], p.stderr
+    alone = [f"--out_dir={ref}", "--init_from=resume"]  # the saved config, and one flag that differs from it
+    for flag, msg in [("--d_model=64", "(d_model 32 -> 64); drop --d_model to continue the run as it was, or start a "
+                       f"new run from its weights with --init_from={ref / f'ckpt_{STEPS:09d}'} and another --out_dir"),
+                      ("--t2=20000", "(b2 "), ("--train_tokens=6400", "train_tokens 4,800 -> 6,400 changes the run's "
+                       "length and LR schedule; drop --train_tokens to continue the run as it was, or pass "
+                       "--allow_budget_change=True")]:
+        p = train(work, [*alone, flag])
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot resume") and msg in lines[0], p.stderr
+        assert " = " not in p.stdout  # refused before the config is printed
     more = work / "more"  # asked for explicitly, a longer budget continues the finished run
     shutil.copytree(ref, more)
     p = ok(train(work, args(work, more.name, init_from="resume", train_tokens=(STEPS + 20) * T, allow_budget_change=True)))
     assert "note: train_tokens 4,800 -> 5,120: the cosine schedule now spans 320 steps" in p.stdout
     assert [m["step"] for m in metrics(more) if "train_loss" in m] == list(range(1, STEPS + 21))
     assert losses(more)[:STEPS] == losses(ref)[:STEPS]
+    # safe keys are taken, each said in one line; the finished run has nothing left to train
+    p = ok(train(work, [f"--out_dir={more}", "--init_from=resume", "--eval_every=1600", "--keep_ckpts=3"]))
+    assert "note: resuming with eval_every 1000000000 -> 1600\nnote: resuming with keep_ckpts 2 -> 3\n" in p.stdout
+    assert "nothing to train" in p.stdout and "note: train_tokens" not in p.stdout  # the new budget was saved
+    saved = json.loads((more / "config.json").read_text())
+    assert (saved["eval_every"], saved["train_tokens"], saved["allow_budget_change"]) == (1600, 5120, False)
+    gone = work / "no_config"  # checkpoints, but the run's config.json lost: say so, train nothing
+    shutil.copytree(ref, gone)
+    (gone / "config.json").unlink()
+    p = train(work, [f"--out_dir={gone}", "--init_from=resume"])
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        f"error: cannot resume {gone / f'ckpt_{STEPS:09d}'}: {gone} holds no config.json, the run's config; restore it "
+        f"(the checkpoint's meta.json holds it as 'config'), or start a new run from its weights with "
+        f"--init_from={gone / f'ckpt_{STEPS:09d}'} and another --out_dir"], p.stderr
 
 
 def test_init_from_a_checkpoint_loads_weights_with_a_fresh_optimizer(work):
