@@ -6,7 +6,7 @@ sha256, dtype and shape of every array). A checkpoint is written into a temporar
 renamed into place, and meta.json is written last, so an interrupted write never looks valid; on
 load the hash is checked, so a corrupt or truncated file is refused instead of loaded as garbage.
 Also here: where a run starts (scratch, resume, or another run's weights) and the checks that a
-checkpoint fits the config, and `atomic_write`, the one way this project writes a file.
+checkpoint fits the config (common.atomic_write is the one way this project writes a file).
 Used by train.py (save / resume / init_from) and sample.py; tests: tests/test_checkpoint.py.
 """
 import dataclasses
@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import model
-from common import atomic_write, fail, read_json, write_json
+from common import fail, read_json
 from config import DEFAULTS, PER_INVOCATION
 
 

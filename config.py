@@ -29,6 +29,7 @@ DEFAULTS = dict(
     data="stdlib",  # a source name ('stdlib', 'fineweb', 'fineweb-edu'), a dataset dir, text files, or .bin shards
     data_dir="data",  # where prepared token files live
     tokenizer="gpt2",  # 'gpt2' (BPE, V 50257) | 'bytes' (UTF-8 bytes, V 256): data.TOKENIZERS
+    wandb_project="",  # also log metrics.jsonl's rows to this Weights & Biases project (pip install wandb); '': off
     # fine-tuning (instruct.py, lora.py): data = a .jsonl of {"prompt", "completion"} rows scores only the completions
     val_data="",  # its held-out .jsonl; '' holds out 5% of data's examples
     eval_examples=200,  # held-out prompts answered greedily at each eval: exact-match accuracy in metrics.jsonl

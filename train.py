@@ -7,6 +7,7 @@ are sharded over a (data, model) mesh and XLA (GSPMD) inserts the collectives (s
 main reads as the run: set up (a checked config, the mesh, the plan, the data) -> restore or init -> the
 training loop (step, log, eval, noise scale, checkpoint, stop) -> finish.
 """
+import hashlib
 import json
 import math
 import os
@@ -87,6 +88,11 @@ def set_up(argv):
     run = derive(cfg, mcfg, mesh.shape["data"], packed)
     opt, sched = optim.from_config(cfg, run, run["n_steps"])
     plan.check(cfg)
+    if cfg["wandb_project"]:
+        try:
+            import wandb  # noqa: F401 (an optional extra)
+        except ImportError:
+            fail(f"wandb_project={cfg['wandb_project']!r} needs wandb: pip install -e '.[wandb]'")
     start, meta, stale = None, None, []
     if not cfg["dry_run"]:  # a refused start (in use, not writable, bad checkpoint, missing data): one line, here
         if jax.process_index() == 0:  # one run per directory, for this process's life (the OS releases it)
@@ -201,9 +207,21 @@ def restore_or_init(job, n_train):
         vars(state.noise).update(meta.get("noise", {}))
     if job.master:
         common.write_json(os.path.join(cfg["out_dir"], "metrics.jsonl"), state.history, lines=True)
+    state.track = tracker(job)
     if start:
         job.log(f"{'resuming from' if resume else 'weights from'} {start} (step {meta['step']:,})")
     return state
+
+
+def tracker(job):
+    """wandb_project: the rows metrics.jsonl gets, also to Weights & Biases, in a run named after out_dir whose id
+    is out_dir's, so a resumed run continues it. None when off (or on another host than process 0)."""
+    if not job.cfg["wandb_project"] or not job.master:
+        return None
+    import wandb
+    out = os.path.abspath(job.cfg["out_dir"])
+    return wandb.init(project=job.cfg["wandb_project"], name=os.path.basename(out), resume="allow",
+                      id=hashlib.sha1(out.encode()).hexdigest()[:16], config=dict(job.cfg, **job.run))
 
 
 def compile_steps(job, step0):
@@ -353,6 +371,8 @@ def train_loop(job, fns, state, train, val):
             state.history += rows  # this step's metrics lines, also appended to metrics.jsonl (whole lines only)
             if job.master and rows:
                 common.append_lines(metrics_path, [json.dumps(m) for m in rows])
+                for m in rows if state.track else ():
+                    state.track.log(m, step=m["step"])
             # 6. checkpoint at its interval, at the end, or when asked to stop; 7. stop
             halt = interrupt.agreed(hit(log_every))
             if hit(ckpt_every) or done == n_steps or halt:
@@ -410,6 +430,8 @@ def finish(job, state, done, meter):
         mem, kind = plan.peak_memory()  # of this process
         common.write_json(os.path.join(cfg["out_dir"], "summary.json"), dict(
             meter.totals() or {}, peak_memory_bytes=mem, memory=kind, steps_this_process=done - state.step0))
+    if state.track:
+        state.track.finish()
     if state.noise.n:
         job.log(noise_scale.advice(state.noise.b_simple, cfg["batch_size"], cfg["seq_len"]))
     if state.split.base is not None and ended:

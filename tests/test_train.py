@@ -101,3 +101,42 @@ def test_cpu_mfu_is_against_the_peak_probed_around_each_log_window(tmp_path, mon
     mfu = 30 * T * cfg["flops_per_token"] / sum(t * m["peak_flops"] for t, m in zip(dt, steady))
     out = capsys.readouterr().out
     assert f"trained {30 * T:,} tokens in" in out and f"{tps:,.0f} tokens/s, MFU {mfu:.1%} of the" in out
+
+
+def test_wandb_gets_the_rows_of_metrics_jsonl(tmp_path):
+    """--wandb_project: a stand-in wandb module (the real one is an optional extra, and logs over the network)
+    records what train.py hands it: one init named after out_dir, the rows metrics.jsonl gets, a finish. Without
+    wandb installed the key is refused in one line before the run starts."""
+    import subprocess
+    V, T, out, calls = 256, 16, tmp_path / "out", tmp_path / "calls.json"
+    d = tmp_path / "ds"
+    d.mkdir()
+    import numpy as np
+    (np.arange(20_000) * 7 % V).astype(np.uint16).tofile(d / "tokens.u16")
+    (d / "meta.json").write_text(json.dumps(dict(token_count=20_000, train_tokens=18_000, val_tokens=2_000,
+                                                 max_token_id=V - 1, vocab_size=V)))
+    argv = [f"--data={d}", f"--out_dir={out}", "--d_model=32", "--n_layers=1", "--head_dim=16", f"--seq_len={T}",
+            f"--vocab_size={V}", f"--train_tokens={20 * T}", f"--log_every={5 * T}", f"--eval_every={10 * T}",
+            f"--eval_tokens={8 * T}", "--lr=1e-3", "--wandb_project=smallbatch-test"]
+    fake = (f"import atexit, json, sys, types\ncalls = []\nw = types.ModuleType('wandb')\n"
+            "class Run:\n    def log(self, row, step): calls.append(['log', row, step])\n"
+            "    def finish(self): calls.append(['finish'])\n"
+            "def init(**kw): calls.append(['init', {k: kw[k] for k in ('project', 'name', 'resume')}]); return Run()\n"
+            f"w.init = init\nsys.modules['wandb'] = w\natexit.register(lambda: open({str(calls)!r}, 'w').write(json.dumps(calls)))\n"
+            "import runpy; sys.argv = sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", fake, "train.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(calls.read_text())
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert got[0] == ["init", dict(project="smallbatch-test", name="out", resume="allow")]
+    assert [c[1] for c in got[1:-1]] == rows and [c[2] for c in got[1:-1]] == [r["step"] for r in rows]
+    assert got[-1] == ["finish"]
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        p = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+            "error: wandb_project='smallbatch-test' needs wandb: pip install -e '.[wandb]'"], p.stderr

@@ -62,7 +62,7 @@ def test_unknown_key_names_the_closest_valid_keys():
 
 def test_help_lists_every_key_and_exits_0():
     p = run("--help")
-    assert p.returncode == 0 and p.stderr == "" and "--batch_size=1" in p.stdout and "--tokenizer='gpt2'" in p.stdout
+    assert p.returncode == 0 and p.stderr == "" and "--batch_size=1" in p.stdout and "--tokenizer='bytes'" in p.stdout
 
 
 def test_wrong_type():
