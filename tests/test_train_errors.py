@@ -87,6 +87,19 @@ def test_missing_data(ds, tmp_path):
     one_error(run(*TINY, f"--out_dir={tmp_path / 'o3'}", f"--data={bare}"), "tokens.u16")
 
 
+def test_empty_or_malformed_sources(tmp_path):
+    """An empty text file, and a .jsonl whose first line is not JSON: one line naming the file, before the dump,
+    and no prepared data directory left behind."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'o1'}", f"--data={tmp_path / 'empty'}", f"--data_dir={tmp_path / 'd'}"),
+              "no text in", "a.txt")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "1+1=", "completion": "2"\n')
+    one_error(run(*TINY, f"--out_dir={tmp_path / 'o2'}", f"--data={tmp_path / 'bad.jsonl'}",
+                  f"--data_dir={tmp_path / 'd'}"), "bad.jsonl:1")
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
 def test_token_id_not_below_vocab_size(tmp_path):  # found when the tokens are read, after the plan
     bad = make_tokens(tmp_path / "bad", max_id=V + 44)
     one_error(run(*TINY, f"--out_dir={tmp_path / 'o'}", f"--data={bad}"), f"max token id {V + 44} >= vocab_size {V}",
