@@ -64,10 +64,10 @@ def _updater(cfg, opt, abs_params, abs_state, step):
     keys = lambda path: tuple(k.key for k in path)
     index = lambda tree: {keys(p): i for i, (p, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0])}
     at = lambda whole, part: [whole[keys(p)] for p, _ in jax.tree_util.tree_flatten_with_path(part)[0]]
-    i_params, i_state = index(abs_params), index(abs_state)
+    i_params, i_state, noise = index(abs_params), index(abs_state), rounding.step_keys(cfg["seed"], step)
 
     def update(grads, state, params, row0=0):
-        return rounding.apply_update(opt, grads, state, params, cfg["seed"], step, cfg["rounding"],
+        return rounding.apply_update(opt, grads, state, params, noise, cfg["rounding"],
                                      (at(i_params, params), at(i_state, state)), row0)
     return update
 

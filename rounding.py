@@ -109,19 +109,24 @@ def round_like(new, old, key, mode, index=None, row0=0):
     return jax.tree.unflatten(treedef, out)
 
 
-def apply_update(opt, grads, state, params, seed, step, mode, index=None, row0=0):
+def apply_update(opt, grads, state, params, keys, mode, index=None, row0=0):
     """The one place a train step changes the weights (step.py's unfused and LoRA steps, fused.py's parts):
     the optimizer's update in fp32 added to the weights in fp32, then every leaf back to its stored dtype,
-    bf16 by `mode` rounding with the noise of (seed, step) (Sec. 6); the optimizer state likewise (bf16 state,
-    optim.stored), from its own stream. Returns (new params, new state).
+    bf16 by `mode` rounding with the step's noise (Sec. 6); the optimizer state likewise (bf16 state,
+    optim.stored), from its own stream. keys: step_keys(seed, step). Returns (new params, new state).
     index, row0: `params` and `state` are a part of the whole trees, (params leaf positions, state leaf
     positions) in them and the first row of their stacked leaves (fused.py), so each leaf gets the noise the
     whole tree's rounding would give it."""
     updates, new_state = opt.update(grads, state, params)
     new = jax.tree.map(lambda p, u: p.astype(jnp.float32) + u, params, updates)
     i_params, i_state = index or (None, None)
-    return (round_like(new, params, step_key(seed, step), mode, i_params, row0),
-            round_like(new_state, state, step_key(seed, step, state=True), mode, i_state, row0))
+    return (round_like(new, params, keys[0], mode, i_params, row0),
+            round_like(new_state, state, keys[1], mode, i_state, row0))
+
+
+def step_keys(seed, step):
+    """(the weights' key, the optimizer state's key) of one step: apply_update's noise."""
+    return step_key(seed, step), step_key(seed, step, state=True)
 
 
 def demo(steps=10_000, update=1e-4, n=1, seed=0):

@@ -79,7 +79,8 @@ def lora_step(cfg, mcfg, opt, shard):
 
     def train_step(adapters, opt_state, batch, step, base):
         loss_v, grads = accumulate_grads(lambda a, b: loss(base, b, a), adapters, batch, cfg["grad_accum"])
-        return *rounding.apply_update(opt, grads, opt_state, adapters, cfg["seed"], step, cfg["rounding"]), loss_v
+        keys = rounding.step_keys(cfg["seed"], step)
+        return *rounding.apply_update(opt, grads, opt_state, adapters, keys, cfg["rounding"]), loss_v
     return train_step
 
 
@@ -90,7 +91,8 @@ def unfused_step(cfg, mcfg, opt, shard):
 
     def train_step(params, opt_state, batch, step):
         loss_v, grads = accumulate_grads(loss, params, batch, cfg["grad_accum"])
-        return *rounding.apply_update(opt, grads, opt_state, params, cfg["seed"], step, cfg["rounding"]), loss_v
+        keys = rounding.step_keys(cfg["seed"], step)
+        return *rounding.apply_update(opt, grads, opt_state, params, keys, cfg["rounding"]), loss_v
     return train_step
 
 

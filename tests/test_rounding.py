@@ -261,7 +261,7 @@ def test_apply_update_is_optax_adamw_added_in_fp32_then_rounded_to_the_stored_dt
     the sum of those probabilities), or to the nearest with mode 'nearest'; the state stays fp32."""
     import optax
     import optim
-    from rounding import apply_update
+    from rounding import apply_update, step_keys
     lr, b1, b2 = 1e-2, 0.9, 0.99
     opt, ref = optim.adamw(lr, b1, b2), optax.adamw(lr, b1, b2, eps=1e-8, weight_decay=0.0)
     rng = np.random.default_rng(0)
@@ -269,7 +269,8 @@ def test_apply_update_is_optax_adamw_added_in_fp32_then_rounded_to_the_stored_dt
     g = {"w": jnp.asarray(rng.normal(size=w.shape), jnp.float32)}
     u_ref, _ = ref.update(g, ref.init({"w": jnp.asarray(w)}), {"w": jnp.asarray(w)})
     exact = w.astype(np.float64) + np.asarray(u_ref["w"], np.float64)  # fp32 sum, widened
-    new, state = apply_update(opt, g, opt.init({"w": jnp.asarray(w)}), {"w": jnp.asarray(w)}, 0, 3, "stochastic")
+    w32 = {"w": jnp.asarray(w)}
+    new, state = apply_update(opt, g, opt.init(w32), w32, step_keys(0, 3), "stochastic")
     np.testing.assert_allclose(np.asarray(new["w"]), exact, rtol=0, atol=1e-6)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["m"]))
     p16 = {"w": jnp.asarray(w, jnp.bfloat16)}
@@ -277,11 +278,11 @@ def test_apply_update_is_optax_adamw_added_in_fp32_then_rounded_to_the_stored_dt
     y = np.asarray(p16["w"], np.float32) + np.asarray(u16["w"], np.float32)  # the fp32 sum the step rounds
     trunc = y.view(np.uint32) >> 16 << 16  # the bf16 neighbour towards zero, and the next one away from it
     toward, away = trunc.view(np.float32), (trunc + (1 << 16)).astype(np.uint32).view(np.float32)
-    got, _ = apply_update(opt, g, opt.init(p16), p16, 0, 3, "stochastic")
+    got, _ = apply_update(opt, g, opt.init(p16), p16, step_keys(0, 3), "stochastic")
     x = np.asarray(got["w"], np.float32)
     assert got["w"].dtype == jnp.bfloat16 and np.all((x == toward) | (x == away))
     p_away = (y - toward) / (away - toward)  # the fractional position: the probability of rounding away
     ups = np.sum(x == away)
     assert abs(ups - p_away.sum()) < 5 * np.sqrt(np.sum(p_away * (1 - p_away))), (ups, p_away.sum())
-    nearest, _ = apply_update(opt, g, opt.init(p16), p16, 0, 3, "nearest")
+    nearest, _ = apply_update(opt, g, opt.init(p16), p16, step_keys(0, 3), "nearest")
     np.testing.assert_array_equal(np.asarray(nearest["w"], np.float32), y.astype(ml_dtypes.bfloat16).astype(np.float32))
