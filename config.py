@@ -18,6 +18,7 @@ import tokenize
 import data
 import lora
 import model
+import mup
 import optim
 from common import fail, read_json
 
@@ -55,6 +56,9 @@ DEFAULTS = dict(
     remat=False,  # recompute each block in the backward pass (per-block checkpointing): less activation memory
     unroll=False,  # unroll the scan over layers: faster on CPU for a few layers, L x the compile time
     z_loss=0.0,  # weight of mean(logsumexp(logits)^2), keeps the output logits from drifting; 0: off
+    qk_norm=True,  # RMSNorm of each head's q and k before RoPE (the paper's model): bounds the attention logits
+    parametrization="sp",  # 'sp' (standard, the paper's) | 'mup': init and per-weight LRs scaled with width (docs/mup.md)
+    base_width=0,  # under 'mup': the width the LR was tuned at, where μP equals SP (0: d_model)
     # the step (docs/memory_and_sharding.md)
     fused_update=True,  # the optimizer inside the backward pass (fused.py): no whole gradient held (paper Fig. 7)
         # each layer is updated as soon as its gradient exists. Where that is not exact (grad_accum > 1,
@@ -113,9 +117,9 @@ OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 AT_LEAST = {1: ("batch_size", "grad_accum", "steps_per_call", "keep_ckpts", "eval_tokens"),
             0: ("train_tokens", "eval_batch_size", "eval_examples", "answer_tokens", "lora_rank", "lora_alpha", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
                 "muon_lr", "eps",
-                "weight_decay", "clip_norm", "z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
+                "weight_decay", "clip_norm", "z_loss", "base_width", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "state_dtype": ("float32", "bfloat16"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
-           "adafactor_decay": optim.ADAFACTOR_DECAYS, "tokenizer": tuple(data.TOKENIZERS)}
+           "adafactor_decay": optim.ADAFACTOR_DECAYS, "parametrization": mup.PARAMETRIZATIONS, "tokenizer": tuple(data.TOKENIZERS)}
 
 
 # keys that say how this command starts, not what the run is: a resume takes them from the command line (or
@@ -140,6 +144,7 @@ SYNONYMS = {
     "eval_interval": ("eval_every", "in tokens"), "log_interval": ("log_every", "in tokens"),
     "save_every": ("ckpt_every", "in tokens"), "eval_iters": ("eval_tokens", "in tokens"),
     "output_dir": "out_dir", "dataset": "data", "resume": ("init_from", "--init_from=resume"),
+    "mup": "parametrization", "mup_base_width": "base_width", "qk_layernorm": "qk_norm", "qk_layer_norm": "qk_norm",
     "dtype": "param_dtype", "gradient_checkpointing": "remat", "tensor_parallel": "mesh_model", "lora_r": "lora_rank",
 }
 

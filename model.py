@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+import mup
 from kernels import causal_attention, cross_entropy, gelu  # fast forms of plain expressions (kernels.py)
 
 DTYPES = ("float32", "bfloat16", "float64")  # float64: gradient checks under jax.enable_x64
@@ -32,11 +33,14 @@ class Config:
     remat: bool = False  # recompute each block in the backward pass (per-block checkpointing)
     unroll: bool = False  # unroll the scan over layers: L x the compile time, no stacked per-layer buffers
     z_loss: float = 0.0  # weight of mean(logsumexp(logits)^2), keeps output logits from drifting
+    qk_norm: bool = True  # RMSNorm of each head's q and k before RoPE (the paper's model): bounded attention logits
+    parametrization: str = "sp"  # 'sp' (standard) | 'mup': init (and, in optim.py, LRs) scaled with width (mup.py)
+    base_width: int = 0  # the width at which μP equals SP (0: d_model)
     rope_base: float = 10_000.0
     ce_chunk: int = 2048  # vocabulary columns per cross-entropy chunk (0: the whole vocabulary at once)
 
     RUN_KEYS = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio", "param_dtype",
-                "compute_dtype", "remat", "unroll", "z_loss")  # what a run's config sets
+                "compute_dtype", "remat", "unroll", "z_loss", "qk_norm", "parametrization", "base_width")  # a run's
 
     def __post_init__(self):
         sizes = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio")
@@ -51,6 +55,8 @@ class Config:
             raise ValueError(f"{', '.join(bad)} must be one of {', '.join(map(repr, DTYPES))}")
         if self.z_loss < 0 or self.ce_chunk < 0:
             raise ValueError(f"z_loss={self.z_loss} and ce_chunk={self.ce_chunk} must be >= 0")
+        if why := mup.check(self.parametrization, self.d_model, self.base_width):
+            raise ValueError(why)
 
     @property
     def n_heads(self):
@@ -64,29 +70,34 @@ def init(cfg: Config, key):
     the axes other than the last two are a receptive field that multiplies both fans:
       q, k, v: their [3, N, D, H] kernel: fan_in 3·N·D, fan_out 3·N·H   (ours: three [L, D, N, H])
       o:       their [N, H, D]:            fan_in N·H,   fan_out N·D     (ours: [L, N, H, D])
-      up, down: [D, F] and [F, D]:         fan_in, fan_out = their two axes."""
+      up, down: [D, F] and [F, D]:         fan_in, fan_out = their two axes.
+    μP (mup.py): the fans are read at the base width (D0, N0 = D0 / H, F0) and each std is scaled by
+    mup.init_scale (m^0, m^-1/2, m^-1 for embedding, hidden, readout); at m = 1 the same numbers as SP."""
     D, L, V, H, N, F = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.head_dim, cfg.n_heads, cfg.mlp_ratio * cfg.d_model
+    D0 = (cfg.base_width or D) if cfg.parametrization == "mup" else D  # the width the init formulas are read at
+    N0, F0 = (N, F) if D0 == D else (D0 / H, cfg.mlp_ratio * D0)
     dt = jnp.dtype(cfg.param_dtype)
+    s = lambda name: mup.init_scale(name, cfg.parametrization, D, cfg.base_width)
 
-    def xavier(key, shape, fan_in, fan_out):  # U(-a, a), a = √(6 / (fan_in + fan_out)): variance 2 / (fan_in + fan_out)
-        lim = math.sqrt(6 / (fan_in + fan_out))
+    def xavier(key, name, shape, fan_in, fan_out):  # U(-a, a), a = √(6 / (fan_in + fan_out)): variance 2 / (fan_in + fan_out)
+        lim = math.sqrt(6 / (fan_in + fan_out)) * s(name)
         return jax.random.uniform(key, shape, jnp.float32, -lim, lim).astype(dt)
 
-    def normal(key, shape):  # N(0, 1/D)
-        return (jax.random.normal(key, shape, jnp.float32) / math.sqrt(D)).astype(dt)
+    def normal(key, name, shape):  # N(0, 1/D)
+        return (jax.random.normal(key, shape, jnp.float32) / (math.sqrt(D0) / s(name))).astype(dt)
 
     ks = jax.random.split(key, 8)
     return {
-        "embed": normal(ks[0], (V, D)),  # [V, D]
+        "embed": normal(ks[0], "embed", (V, D)),  # [V, D]
         "blocks": {
-            "q": xavier(ks[1], (L, D, N, H), 3 * N * D, 3 * N * H),  # [L, D, N, H]
-            "k": xavier(ks[2], (L, D, N, H), 3 * N * D, 3 * N * H),
-            "v": xavier(ks[3], (L, D, N, H), 3 * N * D, 3 * N * H),
-            "o": xavier(ks[4], (L, N, H, D), N * H, N * D),  # [L, N, H, D]
-            "up": xavier(ks[5], (L, D, F), D, F),  # [L, D, F]
-            "down": xavier(ks[6], (L, F, D), F, D),  # [L, F, D]
+            "q": xavier(ks[1], "q", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),  # [L, D, N, H]
+            "k": xavier(ks[2], "k", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
+            "v": xavier(ks[3], "v", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
+            "o": xavier(ks[4], "o", (L, N, H, D), N0 * H, N0 * D0),  # [L, N, H, D]
+            "up": xavier(ks[5], "up", (L, D, F), D0, F0),  # [L, D, F]
+            "down": xavier(ks[6], "down", (L, F, D), F0, D0),  # [L, F, D]
         },
-        "unembed": normal(ks[7], (D, V)),  # [D, V]
+        "unembed": normal(ks[7], "unembed", (D, V)),  # [D, V]
     }
 
 
@@ -112,6 +123,17 @@ def rope(x, pos, base):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def qkv(cfg: Config, h, p, pos):
+    """A block's queries, keys and values [B, t, N, H] of its normed input h [B, t, D]: qk-norm (cfg.qk_norm),
+    then RoPE on q and k."""
+    q = jnp.einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
+    k = jnp.einsum("btd,dnh->btnh", h, p["k"])
+    v = jnp.einsum("btd,dnh->btnh", h, p["v"])
+    if cfg.qk_norm:
+        q, k = rms_norm(q), rms_norm(k)
+    return rope(q, pos, cfg.rope_base), rope(k, pos, cfg.rope_base), v
+
+
 def block(cfg: Config, x, p, pos, cache=None, segments=None):
     """One pre-norm block. x [B, t, D]; pos [t] or [B, t] positions; cache (k, v) [B, S, N, H] or None;
     segments [B, t] int or None.
@@ -119,11 +141,7 @@ def block(cfg: Config, x, p, pos, cache=None, segments=None):
     Without a cache attention is causal over x itself (training); with segments (packed examples,
     instruct.py) a query sees only the keys of its own segment. With a cache the new k, v are written at
     each row's pos and queries attend to every cached key at a position <= their own (sampling)."""
-    h = rms_norm(x)
-    q = jnp.einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
-    k = jnp.einsum("btd,dnh->btnh", h, p["k"])
-    v = jnp.einsum("btd,dnh->btnh", h, p["v"])
-    q, k = rope(rms_norm(q), pos, cfg.rope_base), rope(rms_norm(k), pos, cfg.rope_base)  # qk-norm, then RoPE
+    q, k, v = qkv(cfg, rms_norm(x), p, pos)  # [B, t, N, H]
     if cache is not None:  # each row writes its t new keys at its own position: [B, S, N, H]
         pos = jnp.broadcast_to(jnp.atleast_2d(pos), x.shape[:2])  # [B, t]
         write = jax.vmap(lambda c, new, p0: jax.lax.dynamic_update_slice_in_dim(c, new, p0, axis=0))
@@ -171,6 +189,45 @@ def forward(params, tokens, cfg: Config, cache=None, start=0):
     h, cache_out = hidden(params, tokens, cfg, cache, start)
     logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=_f32(h))  # [B, t, V]
     return logits if cache is None else (logits, cache_out)
+
+
+def attention_logits(cfg: Config, x, p_l, pos):
+    """A block's attention logits q·k/√H [B, N, t, t] (fp32, future keys included) of its input x [B, t, D]."""
+    q, k, _ = qkv(cfg, rms_norm(x), p_l, pos)
+    return jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32)) / math.sqrt(cfg.head_dim)
+
+
+def activations(params, tokens, cfg: Config):
+    """Every activation type of a forward pass over tokens [B, T] (benchmarks/coord_check.py): the embedding
+    output [B, T, D], each block's attention logits [L, B, N, T, T] (0 at future keys) and output [L, B, T, D],
+    the output logits [B, T, V]; fp32."""
+    p = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params)
+    x = p["embed"][tokens]  # [B, T, D]
+    pos = jnp.arange(tokens.shape[1])
+    causal = pos[:, None] >= pos  # [T, T]
+
+    def body(x, p_l):
+        s = jnp.where(causal, attention_logits(cfg, x, p_l, pos), 0.0)
+        x = block(cfg, x, p_l, pos)[0]
+        return x, (s, x.astype(jnp.float32))
+    x_last, (attn, out) = jax.lax.scan(body, x, p["blocks"])
+    logits = jnp.dot(rms_norm(x_last), p["unembed"], preferred_element_type=jnp.float32)  # [B, T, V]
+    return dict(embed=x.astype(jnp.float32), attn_logits=attn, blocks=out, logits=logits)
+
+
+def largest_logits(params, tokens, cfg: Config):
+    """(largest attention logit, largest output logit) of a forward pass over tokens [B, T]: train.py's log
+    line, a watch on the logit growth that precedes a blow-up; one layer's logits at a time."""
+    p = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params)
+    pos = jnp.arange(tokens.shape[1])
+    causal = pos[:, None] >= pos  # [T, T]
+
+    def body(x, p_l):
+        top = jnp.max(jnp.where(causal, attention_logits(cfg, x, p_l, pos), -jnp.inf))
+        return block(cfg, x, p_l, pos)[0], top
+    x, top = jax.lax.scan(body, p["embed"][tokens], p["blocks"])
+    logits = jnp.dot(rms_norm(x), p["unembed"], preferred_element_type=jnp.float32)  # [B, T, V]
+    return jnp.max(top), jnp.max(logits)
 
 
 def init_cache(cfg: Config, batch_size, max_len):

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import mup
+
 f32 = jnp.float32
 
 
@@ -92,11 +94,26 @@ def _prepare(grads, clip_norm):
     return g
 
 
+def _mult(lr_scale, path):
+    """The LR multiplier of the weight at `path` (lr_scale: {weight name: factor}, mup.lr_scales; None: 1)."""
+    return 1.0 if lr_scale is None else lr_scale.get(str(getattr(path[-1], "key", path[-1])), 1.0)
+
+
+def _each(lr_scale, f, *trees):
+    """f(its LR multiplier, *leaves) for each weight: μP's per-weight LRs. The multiplier scales the step, not
+    the decoupled weight decay (whose LR × weight_decay stays the base run's)."""
+    return jax.tree_util.tree_map_with_path(lambda path, *x: f(_mult(lr_scale, path), *x), *trees)
+
+
+def _times(s, x):
+    return x if s == 1.0 else s * x  # 1.0 (SP): the very program without multipliers
+
+
 def _zeros(params):
     return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, f32)), params)  # bf16 -> fp32 state
 
 
-def sgd(lr, b1: float = 0.0, weight_decay: float = 0.0, clip_norm: float = 0.0) -> Optimizer:
+def sgd(lr, b1: float = 0.0, weight_decay: float = 0.0, clip_norm: float = 0.0, lr_scale=None) -> Optimizer:
     """SGD, optionally with EMA momentum m = β1·m + (1−β1)·g (paper App. B). The EMA form keeps the step size
     independent of β1, unlike heavy-ball m = β·m + g. Without momentum the state is only the step count."""
     def init(params):
@@ -111,12 +128,13 @@ def sgd(lr, b1: float = 0.0, weight_decay: float = 0.0, clip_norm: float = 0.0) 
         if b1 > 0:
             g = new["m"] = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], g)
         # decoupled weight decay, multiplied by the LR as in optax.adamw: Δp = −η·(m + λ·p)
-        return jax.tree.map(lambda m, p: -eta * (m + weight_decay * p.astype(f32)), g, params), new
+        return _each(lr_scale, lambda s, m, p: -eta * (_times(s, m) + weight_decay * p.astype(f32)), g, params), new
     return Optimizer(init, update)
 
 
-def adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
-    """Adam with bias correction and decoupled weight decay (Loshchilov & Hutter 2019); equals optax.adamw."""
+def adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0, lr_scale=None) -> Optimizer:
+    """Adam with bias correction and decoupled weight decay (Loshchilov & Hutter 2019); equals optax.adamw.
+    lr_scale (every optimizer here): {weight name: LR multiplier} (μP, mup.lr_scales), None: none."""
     def init(params):
         return {"step": jnp.zeros([], jnp.int32), "m": _zeros(params), "v": _zeros(params)}
 
@@ -125,10 +143,10 @@ def adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Opt
         m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], g)
         v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state["v"], g)
 
-        def step(m, v, p):  # m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), Δp = −η·(m̂/(√v̂ + ε) + λ·p)
+        def step(s, m, v, p):  # m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), Δp = −η·(s·m̂/(√v̂ + ε) + λ·p)
             m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
-            return -eta * (m_hat / (jnp.sqrt(v_hat) + eps) + weight_decay * p.astype(f32))
-        return jax.tree.map(step, m, v, params), {"step": t, "m": m, "v": v}
+            return -eta * (_times(s, m_hat / (jnp.sqrt(v_hat) + eps)) + weight_decay * p.astype(f32))
+        return _each(lr_scale, step, m, v, params), {"step": t, "m": m, "v": v}
     return Optimizer(init, update)
 
 
@@ -141,7 +159,7 @@ def factor_axes(shape, min_dim_size_to_factor):
     return (a, b) if shape[a] >= min_dim_size_to_factor else None
 
 
-def signum(lr, b1=0.9, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+def signum(lr, b1=0.9, weight_decay=0.0, clip_norm=0.0, lr_scale=None) -> Optimizer:
     """Signum (Bernstein et al. 2018): the sign of the EMA momentum, Δp = −η·(sign(m) + λ·p). The sign
     ignores the momentum's scale, so the authors' heavy-ball trace gives the same steps. b1 0: signSGD."""
     base = sgd(1.0, b1)  # its update with LR 1 is −m: the momentum, or the gradient when b1 = 0
@@ -149,7 +167,8 @@ def signum(lr, b1=0.9, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
     def update(grads, state, params):
         neg_m, new = base.update(_prepare(grads, clip_norm), state, params)
         eta = _lr(lr, state["step"])
-        return jax.tree.map(lambda n, p: -eta * (jnp.sign(-n) + weight_decay * p.astype(f32)), neg_m, params), new
+        return _each(lr_scale, lambda s, n, p: -eta * (_times(s, jnp.sign(-n)) + weight_decay * p.astype(f32)),
+                     neg_m, params), new
     return Optimizer(base.init, update)
 
 
@@ -185,12 +204,13 @@ def orthogonalize(x, axes):
     return jnp.moveaxis(y, (-2, -1), axes)
 
 
-def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0) -> Optimizer:
+def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=0.0,
+         lr_scale=None) -> Optimizer:
     """Muon (Jordan et al. 2024) as the authors run it: every block weight (params['blocks']) follows the
     orthogonalized EMA momentum m = β·m + (1−β)·g (bias-corrected, no Nesterov) at LR muon_lr, with no
     weight decay; the embeddings take AdamW with the run's Adam settings (lr, b1, b2, eps, weight_decay).
     State: m for the blocks (4 bytes a weight), Adam's m and v for the embeddings."""
-    adam = adamw(lr, b1, b2, eps, weight_decay)
+    adam = adamw(lr, b1, b2, eps, weight_decay, lr_scale=lr_scale)
     split = lambda t: ({k: v for k, v in t.items() if k == "blocks"}, {k: v for k, v in t.items() if k != "blocks"})
 
     def init(params):
@@ -203,7 +223,8 @@ def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
         mu = jax.tree.map(lambda m, g: muon_b1 * m + (1 - muon_b1) * g, state["mu"], g)
         eta = _lr(muon_lr, state["step"])
         u = jax.tree_util.tree_map_with_path(  # m̂ = m / (1 − β^t): a scalar, kept to match optax's eps
-            lambda path, m: -eta * orthogonalize(m / (1 - muon_b1 ** t), MUON_AXES.get(path[-1].key, (-2, -1))), mu)
+            lambda path, m: -eta * _times(_mult(lr_scale, path), orthogonalize(
+                m / (1 - muon_b1 ** t), MUON_AXES.get(path[-1].key, (-2, -1)))), mu)
         u_rest, s = adam.update(g_rest, {"step": state["step"], "m": state["m"], "v": state["v"]}, split(params)[1])
         return {**u, **u_rest}, {"step": t, "mu": mu, "m": s["m"], "v": s["v"]}
     return Optimizer(init, update)
@@ -239,7 +260,7 @@ def block_rms(tree, blocks):
 
 def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=False,
               min_dim_size_to_factor=128, b1=0.0, weight_decay=0.0, clip_norm=0.0, per_layer=False,
-              decay="fixed") -> Optimizer:
+              decay="fixed", lr_scale=None) -> Optimizer:
     """Adafactor (Shazeer & Stern 2018): a rank-1 factored second moment V ≈ r·cᵀ/mean(r) for matrices, so the
     state of an R×C matrix is R + C floats; update RMS clipped to clip_threshold per block.
     eps = (ε1 added to g², ε2 the floor of RMS(param) when relative_step scales the LR by it).
@@ -295,6 +316,7 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
             u = jax.tree.map(lambda u, r: u * eta * jnp.maximum(r, eps2), u, scale)
         else:
             u = jax.tree.map(lambda u: u * eta, u)
+        u = _each(lr_scale, _times, u)  # μP: before the momentum, which averages the LR-scaled steps
         new = {"step": state["step"] + 1, "v": tree.unflatten([o[1] for o in out])}
         if b1 > 0:
             u = new["m"] = jax.tree.map(lambda m, u: b1 * m + (1 - b1) * u, state["m"], u)
@@ -303,25 +325,26 @@ def adafactor(lr, b2=0.95, eps=(1e-30, 1e-3), clip_threshold=1.0, relative_step=
 
 
 def build(name: str, lr, b1, b2, eps=None, weight_decay=0.0, clip_norm=0.0, relative_step=True,
-          adafactor_decay="fixed", muon_lr=None, muon_b1=None) -> Optimizer:
+          adafactor_decay="fixed", muon_lr=None, muon_b1=None, lr_scale=None) -> Optimizer:
     """Optimizer by name, for model.py's parameter tree. SGD uses b1 (0 = no momentum), not b2 or eps. eps is
     Adam's ε (None -> 1e-8); Adafactor takes only an (ε1, ε2) pair, else its defaults (Adam's ε would floor g²
     far too high), and works per layer (layer_blocks) as the authors' does. relative_step=True (optax's
     default): the paper's Adafactor LRs (0.0032 GPT-3 XL, 5e-3 GPT-2) are in units of RMS(param). Muon takes
-    muon_lr and muon_b1 for the blocks (None: DEFAULT_MUON_LR, DEFAULT_MUON_B1) and the rest for Adam."""
+    muon_lr and muon_b1 for the blocks (None: DEFAULT_MUON_LR, DEFAULT_MUON_B1) and the rest for Adam.
+    lr_scale: {weight name: LR multiplier} (μP: mup.lr_scales), None: every weight at the LR."""
     if name == "sgd":
-        return sgd(lr, b1, weight_decay, clip_norm)
+        return sgd(lr, b1, weight_decay, clip_norm, lr_scale)
     if name == "signum":
-        return signum(lr, b1, weight_decay, clip_norm)
+        return signum(lr, b1, weight_decay, clip_norm, lr_scale)
     if name == "muon":
         return muon(lr, DEFAULT_MUON_LR if muon_lr is None else muon_lr, DEFAULT_MUON_B1 if muon_b1 is None else muon_b1,
-                    b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
+                    b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm, lr_scale)
     if name == "adamw":
-        return adamw(lr, b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm)
+        return adamw(lr, b1, b2, 1e-8 if eps is None else eps, weight_decay, clip_norm, lr_scale)
     if name == "adafactor":
         e = tuple(eps) if isinstance(eps, (tuple, list)) else (1e-30, 1e-3)
         return adafactor(lr, b2, e, relative_step=relative_step, b1=b1, weight_decay=weight_decay, clip_norm=clip_norm,
-                         per_layer=True, decay=adafactor_decay)
+                         per_layer=True, decay=adafactor_decay, lr_scale=lr_scale)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(map(repr, OPTIMIZERS))}")
 
 
@@ -358,11 +381,14 @@ def hyperparams(cfg, tokens_per_step) -> dict:
 def from_config(cfg, hp, n_steps):
     """(optimizer, LR schedule) of a run: cfg's optimizer / schedule / warmup / eps / weight_decay /
     clip_norm / adafactor_decay / state_dtype with the resolved hyperparams hp over n_steps steps (Muon's
-    own peak LR on the same schedule)."""
+    own peak LR on the same schedule), and μP's per-weight LR multipliers (mup.lr_scales; LoRA's adapters take
+    the LR as it is)."""
     sched = SCHEDULES[cfg["schedule"]](hp["lr"], n_steps, cfg["warmup"])
     muon_lr = SCHEDULES[cfg["schedule"]](hp["muon_lr"], n_steps, cfg["warmup"]) if "muon_lr" in hp else None
     opt = build(cfg["optimizer"], sched, hp["b1"], hp["b2"], cfg["eps"], cfg["weight_decay"], cfg["clip_norm"],
-                adafactor_decay=cfg["adafactor_decay"], muon_lr=muon_lr, muon_b1=hp.get("muon_b1"))
+                adafactor_decay=cfg["adafactor_decay"], muon_lr=muon_lr, muon_b1=hp.get("muon_b1"),
+                lr_scale=None if cfg["lora_rank"] else
+                mup.lr_scales(cfg["parametrization"], cfg["d_model"], cfg["base_width"], cfg["optimizer"]))
     return stored(opt, cfg["state_dtype"]), sched
 
 

@@ -140,6 +140,22 @@ def make_eval_loss(cfg, mcfg, shard):
     return jax.jit(loss_fn(mcfg, shard), in_shardings=(shard["params"], shard["batch"]))
 
 
+STATS_ROWS = 8  # sequences of the log step's batch that the logit watch runs forward
+
+
+def make_logit_stats(mcfg, shard):
+    """(params, batch) -> {'max_attn_logit', 'max_logit'} of one forward pass over the batch's first STATS_ROWS
+    sequences (model.largest_logits), for the log line: at a log every 512 steps of 8 sequences or fewer, a
+    forward pass in a thousand; the train step itself is left as it is."""
+    gather = sharding.gather_weights(shard, mcfg.compute_dtype)
+
+    def stats(params, batch):
+        tokens = model.batch_parts(batch)[0]
+        attn, out = model.largest_logits(gather(params), tokens.reshape(-1, tokens.shape[-1])[:STATS_ROWS], mcfg)
+        return {"max_attn_logit": attn, "max_logit": out}
+    return jax.jit(stats)
+
+
 def make_noise_norms(mcfg, shard):
     """(params, batch [2b, T]) -> the squared gradient norms at batch sizes b and 2b (noise_scale.py), with
     the run's sharding: the batch is split over 'data' like a training batch, nothing is updated."""

@@ -19,7 +19,9 @@ TRAIN = "train.py"  # what a point runs (tests run a stand-in)
 MAX_POINTS_PER_GROUP = 16  # a tuning rule stops extending a grid here (a loss that never turns)
 FINAL = ("done", "diverged", "failed")
 RESULT_KEYS = ("status final_val_loss best_val_loss final_val_bpb final_val_accuracy final_train_loss tokens_per_s mfu "
-               "peak_memory_mb memory wall_s attempts train_tokens n_steps run_b1 run_b2 run_t1 run_t2 reason").split()
+               "peak_memory_mb memory wall_s attempts train_tokens n_steps run_b1 run_b2 run_t1 run_t2 max_attn_logit "
+               "max_logit loss_spikes reason").split()
+SPIKE = 0.5  # nats: a log window's mean train loss this far above the window before it is a loss spike
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
 
 def grid(**axes):
@@ -189,13 +191,16 @@ def result(out, rc):
     if rc == INTERRUPTED or rc == 0 and not final:  # (exit 0 without a final eval: train.py before INTERRUPTED)
         return None
     train, peak = [None] + [m["train_loss"] for m in r["metrics"] if "train_loss" in m], summ.get("peak_memory_bytes")
+    top = lambda k: max((m[k] for m in r["metrics"] if k in m), default=None)  # the largest logits the log saw
     return dict(status="diverged" if rc == DIVERGED else "failed" if rc else "done",
                 reason=f"killed by {signal.Signals(-rc).name}" if rc < 0 else err if rc else "",
                 **{f"final_{k}": final.get(k) for k in ("val_loss", "val_bpb", "val_accuracy")},
                 final_train_loss=train[-1], best_val_loss=min((m["val_loss"] for m in vals), default=None),
                 **{k: summ.get(k) for k in ("tokens_per_s", "mfu", "memory")}, peak_memory_mb=peak and peak / 2 ** 20,
                 wall_s=sum(a["seconds"] for a in ended), attempts=len(ended), train_tokens=run.get("train_tokens"),
-                n_steps=run.get("n_steps"), **{f"run_{k}": run.get(k) for k in ("b1", "b2", "t1", "t2")})  # as resolved
+                n_steps=run.get("n_steps"), **{f"run_{k}": run.get(k) for k in ("b1", "b2", "t1", "t2")},  # as resolved
+                max_attn_logit=top("max_attn_logit"), max_logit=top("max_logit"),
+                loss_spikes=sum(b - a > SPIKE for a, b in zip(train[1:], train[2:])))
 
 class Runner:
     """Runs a sweep's unfinished points, `jobs` at a time, until all are finished or it is told to stop."""

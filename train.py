@@ -32,6 +32,7 @@ import instruct
 import kernels
 import lora
 import model
+import mup
 import noise_scale
 import optim
 import plan
@@ -107,6 +108,9 @@ def set_up(argv):
         f"b2 {run['b2']:.6g} (t2 {run['t2']:,.0f} tokens), {run['tokens_per_step']} tokens/step" +
         (f"; the blocks: muon_lr {run['muon_lr']:g}, muon_b1 {run['muon_b1']:.6g} (muon_t1 {run['muon_t1']:,.0f} "
          "tokens), the embeddings: AdamW with the above" if "muon_lr" in run else ""))
+    if cfg["parametrization"] == "mup" and not cfg["lora_rank"]:  # each weight group's init and peak LR (mup.py)
+        for line in mup.describe(cfg, run["lr"], run.get("muon_lr")):
+            log(line)
     why = steps.unfused_reason(cfg, mcfg, opt)  # decided once: the plan, the dry run and the run all use it
     log("train step: fused, each layer updated inside the backward pass (fused.py)" if why is None else
         f"train step: unfused, the whole gradient first ({why})")
@@ -233,6 +237,7 @@ def compile_steps(job, step0):
     calls = {min(k, n_steps - step0), (n_steps - step0) % k or k}
     out = SimpleNamespace(train={n: job.lower(job.shard, k=n).compile() for n in calls if n > 0},
                           eval_loss=steps.make_eval_loss(cfg, job.mcfg, job.shard),
+                          logit_stats=steps.make_logit_stats(job.mcfg, job.shard),
                           noise_norms=steps.make_noise_norms(job.mcfg, job.shard) if cfg["noise_every"] else None)
     job.log(f"compiled in {time.perf_counter() - t0:.1f} s")
     return out
@@ -341,6 +346,7 @@ def train_loop(job, fns, state, train, val):
             # 1. n optimizer steps (one, or steps_per_call) on B sequences each; the host runs ahead while the
             #    device computes (async dispatch)
             split.trained, state.opt, loss = fns.train[n](split.trained, state.opt, batch, np.int32(i), *split.frozen)
+            trained_on = batch
             state.pending.append(loss)
             done = i + n
             bar.update(n)
@@ -355,8 +361,11 @@ def train_loop(job, fns, state, train, val):
             if hit(log_every) or done == n_steps:
                 losses, state.pending = flat(state.pending), []
                 check_loss(losses, done, job, state.history)
-                rows.append(dict(at, train_loss=float(losses.mean()), **meter.window(done, n_steps, split.trained),
-                                 lr=float(job.sched(done - 1))))
+                window = meter.window(done, n_steps, split.trained)
+                with meter.paused(split.trained):  # the largest attention and output logits: a forward pass, untimed
+                    watch = jax.device_get(fns.logit_stats(split.weights(), trained_on))
+                rows.append(dict(at, train_loss=float(losses.mean()), **window, lr=float(job.sched(done - 1)),
+                                 **{k: float(v) for k, v in watch.items()}))
                 bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", tok_s=f"{rows[-1]['tokens_per_s']:,.0f}",
                                 mfu=f"{rows[-1]['mfu']:.1%}")
             # 4. eval on the held-out split, at its interval and at the end
