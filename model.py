@@ -129,9 +129,8 @@ def qkv(cfg: Config, h, p, pos):
     q = jnp.einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
     k = jnp.einsum("btd,dnh->btnh", h, p["k"])
     v = jnp.einsum("btd,dnh->btnh", h, p["v"])
-    if cfg.qk_norm:
-        q, k = rms_norm(q), rms_norm(k)
-    return rope(q, pos, cfg.rope_base), rope(k, pos, cfg.rope_base), v
+    norm = rms_norm if cfg.qk_norm else (lambda x: x)
+    return rope(norm(q), pos, cfg.rope_base), rope(norm(k), pos, cfg.rope_base), v
 
 
 def block(cfg: Config, x, p, pos, cache=None, segments=None):
