@@ -11,6 +11,8 @@ and prints the claims table (README). Every finite point lies inside its panel; 
 x in a band above the data, past a dotted line. Seeds, if a sweep has them, are averaged.
 --finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
 and its table (README "Fine-tuning").
+--mup: μP's experiments (sweeps/mup_transfer.py, sweeps/stability.py; docs/mup.md): transfer.png (val loss
+against LR at each width, SP above μP) and stability.png, and their tables.
 """
 import argparse
 import csv
@@ -273,15 +275,134 @@ def plot_finetune(rows, ax):
     ax.legend(fontsize=8)
 
 
+def mean_by(rows, key, match):
+    """{rows' key value: (mean final val loss over seeds, inf if any diverged, or None while unfinished; n)} of
+    the rows matching `match` (a dict of column values)."""
+    out = defaultdict(list)
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()) and r["status"] in ("done", "diverged"):
+            out[r[key]].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
+    return {k: (sum(v) / len(v), len(v)) for k, v in sorted(out.items())}
+
+
+def transfer_groups(rows):
+    return sorted({(r["optimizer"], int(r["batch_size"])) for r in rows}, key=lambda g: (g[0] != "adamw", g))
+
+
+def plot_transfer(rows, axes):
+    """axes [2, groups]: val loss (seeds averaged) against LR, a line per width; SP above, μP below."""
+    widths = sorted({int(r["d_model"]) for r in rows})
+    for c, (o, B) in enumerate(transfer_groups(rows)):
+        for r, p in enumerate(("sp", "mup")):
+            ax, losses = axes[r][c], []
+            curves = {D: mean_by(rows, "lr", dict(optimizer=o, batch_size=B, parametrization=p, d_model=D)) for D in widths}
+            losses = [v for cur in curves.values() for v, _ in cur.values()]
+            band = y_range(ax, losses)
+            for i, (D, cur) in enumerate(curves.items()):
+                color = f"C{i}"
+                line(ax, [(lr, v) for lr, (v, _) in cur.items() if v < math.inf], "o-", color=color, ms=3, label=f"D {D}")
+                line(ax, [(lr, band) for lr, (v, _) in cur.items() if v == math.inf], "x", color=color, **DIVERGED)
+                if (b := min(((v, lr) for lr, (v, _) in cur.items()), default=None)) and b[0] < math.inf:
+                    ax.plot(b[1], b[0], "*", color=color, ms=11, mec="k", mew=0.5)
+            ax.set(xscale="log", title=f"{p.upper()}: {OPTIMIZERS[o]}, batch {B}", xlabel="peak LR (at the base width)")
+            if c == 0:
+                ax.set_ylabel("final val loss (nats/byte)")
+    legend([a for row in axes for a in row], fontsize=7)
+
+
+def transfer_table(rows):
+    """Per group and parametrization: each width's best LR (seeds averaged), its drift in grid steps (x2)
+    from the narrowest to the widest, and the loss at the base width's best LR at every width."""
+    widths = sorted({int(r["d_model"]) for r in rows})
+    out = ["| optimizer, batch | param | best LR at D " + " / ".join(map(str, widths)) +
+           " | spread (x2 steps) | val loss at D 64's best LR, by width |", "|---|---|---|---|---|"]
+    for o, B in transfer_groups(rows):
+        for p in ("sp", "mup"):
+            curves = {D: mean_by(rows, "lr", dict(optimizer=o, batch_size=B, parametrization=p, d_model=D)) for D in widths}
+            bests = {D: min(((v, lr) for lr, (v, _) in c.items() if v < math.inf), default=(None, None)) for D, c in curves.items()}
+            found = [lr for _, lr in bests.values() if lr]
+            spread = f"{math.log2(max(found) / min(found)):.0f}" if len(found) == len(widths) else "-"
+            lr64 = bests.get(64, (None, None))[1]
+            at = [curves[D].get(lr64, (None, 0))[0] for D in widths]
+            out.append(f"| {OPTIMIZERS[o]}, {B} | {p.upper()} | " + " / ".join(f"{lr:g}" if lr else "-" for _, lr in bests.values()) +
+                       f" | {spread} | " + " / ".join("-" if v is None else "div." if v == math.inf else f"{v:.3f}" for v in at) + " |")
+    return out
+
+
+def stability_table(rows):
+    """Per batch size, LR multiple and (qk_norm, z_loss): diverged runs, loss spikes, mean final val loss,
+    the largest attention and output logits any seed's log saw."""
+    out = ["| batch | LR (x best) | qk-norm | z-loss | diverged | loss spikes | final val loss | max attn logit | max logit |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for B in batch_sizes(rows):
+        base = min(r["lr"] for r in rows if r["batch_size"] == B)
+        for f in sorted({round(r["lr"] / base) for r in rows if r["batch_size"] == B}):
+            for qk in (True, False):
+                for z in (0.0, 1e-4):
+                    rs = [r for r in rows if r["batch_size"] == B and round(r["lr"] / base) == f and
+                          str(r["qk_norm"]) == str(qk) and r["z_loss"] == z and r["status"] in ("done", "diverged")]
+                    if not rs:
+                        continue
+                    done = [r["final_val_loss"] for r in rs if r["status"] == "done"]
+                    top = lambda k: max((r[k] for r in rs if r.get(k) is not None), default=None)
+                    fmt = lambda v: "-" if v is None else f"{v:.1f}"
+                    out.append(f"| {B} | {f} | {'on' if qk else 'off'} | {z:g} | {len(rs) - len(done)}/{len(rs)} | "
+                               f"{sum(int(r['loss_spikes'] or 0) for r in rs)} | "
+                               f"{(sum(done) / len(done)) if done else math.inf:.3f} | {fmt(top('max_attn_logit'))} | "
+                               f"{fmt(top('max_logit'))} |")
+    return out
+
+
+def plot_stability(rows, axes):
+    """axes [batch sizes]: final val loss (seeds averaged) against the LR's multiple of the best, a line per
+    (qk-norm, z-loss)."""
+    for ax, B in zip(axes, batch_sizes(rows)):
+        sub = [r for r in rows if r["batch_size"] == B]
+        base = min(r["lr"] for r in sub)
+        curves = {(qk, z): mean_by([dict(r, mult=r["lr"] / base) for r in sub], "mult", dict(qk_norm=qk, z_loss=z))
+                  for qk in (True, False) for z in (0.0, 1e-4)}
+        band = y_range(ax, [v for c in curves.values() for v, _ in c.values()])
+        for i, ((qk, z), c) in enumerate(curves.items()):
+            label = f"qk-norm {'on' if qk else 'off'}, z-loss {z:g}"
+            line(ax, [(m, v) for m, (v, _) in c.items() if v < math.inf], "o-", color=f"C{i}", label=label)
+            line(ax, [(m, band) for m, (v, _) in c.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
+        ax.set(xscale="log", xlabel="LR / best LR", ylabel="final val loss (nats/byte)", title=f"Adam, batch {B}")
+        ax.set_xticks([1, 4, 16], ["1", "4", "16"])
+        ax.minorticks_off()
+    legend(list(axes), fontsize=7)
+
+
+def main_mup(paths, plt):
+    for path in paths:
+        rows, d = read(path), os.path.dirname(path)
+        for r in rows:  # True/False as read from the CSV
+            r["qk_norm"] = {"True": True, "False": False}.get(r.get("qk_norm"), r.get("qk_norm", True))
+        if "d_model" in rows[0]:
+            fig_axes = plt.subplots(2, len(transfer_groups(rows)), figsize=(4 * len(transfer_groups(rows)), 7),
+                                    squeeze=False)[1]
+            plot_transfer(rows, fig_axes)
+            save(plt, os.path.join(d, "transfer.png"))
+            print("\n".join(transfer_table(rows)))
+        else:
+            plot_stability(rows, plt.subplots(1, len(batch_sizes(rows)), figsize=(5 * len(batch_sizes(rows)), 4),
+                                              squeeze=False)[1][0])
+            save(plt, os.path.join(d, "stability.png"))
+            print("\n".join(stability_table(rows)))
+        plt.close("all")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", help="the fig1a sweep's CSV (optimizers x batch sizes x LR)")
     ap.add_argument("csv95", nargs="?", help="the fig5 sweep's CSV (Adam, β2 = 0.95 at every batch size)")
     ap.add_argument("--finetune", action="store_true", help="csv is sweeps/finetune.py's: its figure and table")
+    ap.add_argument("--mup", action="store_true", help="the CSVs are sweeps/mup_transfer.py's and/or stability.py's")
     a = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if a.mup:
+        return main_mup([a.csv] + ([a.csv95] if a.csv95 else []), plt)
     if a.finetune:
         plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "finetune.png"))

@@ -144,17 +144,22 @@ def _apply(rule, rules, points, results):
 
 def expand(sweep, results):
     """Every point known so far, as (point, variant) pairs: the file's points (variant None), then what the
-    tune rules add given `results` ({name: result}); applied until nothing new (a restart finds many done)."""
+    tune rules add given `results` ({name: result}); applied until nothing new (a restart finds many done). A
+    point a rule adds goes right after the last point of its group, so the runner finishes a group before it
+    starts the next, and a sweep stopped halfway has whole groups."""
     points = [(dict(p), None) for p in sweep["points"]]
     while True:
         names, new = {point_name(p) for p, _ in points}, {}
         for rule in sweep["tune"]:
             for p, v in _apply(rule, sweep["tune"], points, results):
                 if point_name(p) not in names:
-                    new.setdefault(point_name(p), (p, v))
+                    new.setdefault(point_name(p), (p, v, rule["key"]))
         if not new:
             return points
-        points += new.values()
+        for p, v, key in new.values():
+            group = lambda q: point_name({k: x for k, x in q.items() if k != key})
+            at = max((i for i, (q, _) in enumerate(points) if group(q) == group(p)), default=len(points) - 1)
+            points.insert(at + 1, (p, v))
 
 # -- running: train.py processes, each pinned to its own cores ----------------------------------------------
 def _args(sweep, p):

@@ -20,7 +20,9 @@ def betas(opt, B):
 config = "configs/mini.py"
 settings = dict(head_dim=16, base_width=64, train_tokens=524_288, eval_tokens=65_536, eval_every=131_072,
                 log_every=16_384, ckpt_every=131_072, t2=50_000)
+# one group after another (Adam at batch 1 first), each seed's grid whole before the next: a sweep stopped early
+# holds whole groups
 points = [dict(optimizer=o, batch_size=B, parametrization=p, d_model=D, seed=s, lr=lr * f, **betas(o, B))
-          for f in (1, 0.5, 2) for s in (0, 1) for o, B, lr in GROUPS for p in ("sp", "mup") for D in WIDTHS]
+          for o, B, lr in GROUPS for s in (0, 1) for p in ("sp", "mup") for D in WIDTHS for f in (1, 0.5, 2)]
 tune = [dict(key="lr", factor=2, margin=1)]
 csv = "assets/mup/transfer.csv"
