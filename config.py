@@ -346,6 +346,6 @@ def check_values(cfg):
 def model_config(cfg):
     """The model.Config of a run's config (a fail line for a bad size or dtype)."""
     try:
-        return model.Config(**{k: cfg[k] for k in model.Config.RUN_KEYS})
+        return model.Config(**{k: cfg.get(k, DEFAULTS[k]) for k in model.Config.RUN_KEYS})  # an older run lacks newer keys
     except ValueError as e:
         fail(str(e))

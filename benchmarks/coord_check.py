@@ -5,7 +5,8 @@ may grow or shrink with width; under SP (the paper's parametrization) the update
 the logits, which is why an LR tuned on a narrow model overshoots on a wide one.
 
     python benchmarks/coord_check.py                          # Adam, widths 32..512, SP next to μP: figure + CSV
-    python benchmarks/coord_check.py --optimizer=sgd --lr=0.5   # any optimizer of optim.py
+    python benchmarks/coord_check.py --zero_readout           # the same with the readout started at 0
+    python benchmarks/coord_check.py --optimizer=sgd --widths=32,64,128,256 --zero_readout   # any optimizer
 
 It prints each activation type's slope (log mean|x| against log width, a least-squares fit over the widths) at
 each step, writes them and the raw values to assets/mup/coord_check_<optimizer>.csv and draws
@@ -14,6 +15,7 @@ assets/mup/coord_check_<optimizer>.png. Step 1 is the init; steps 2..n follow 1.
 """
 import argparse
 import csv
+import math
 import os
 import sys
 from pathlib import Path
@@ -108,11 +110,21 @@ def main(argv=None):
     ap.add_argument("--widths", default="32,64,128,256,512")
     ap.add_argument("--base_width", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=2, help="sequences in the fixed batch")
+    ap.add_argument("--seq_len", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=3, help="each its own init and batch; the sizes are averaged")
+    ap.add_argument("--zero_readout", action="store_true", help="start the output embedding at 0 (see trajectories)")
     ap.add_argument("--out", default=str(ROOT / "assets" / "mup"))
+    ap.add_argument("--plot_only", action="store_true", help="redraw the figure from the CSV this command wrote")
     a = ap.parse_args(argv)
     lr = a.lr or {"sgd": 0.5, "adafactor": 0.05}.get(a.optimizer, 1e-2)
+    path = os.path.join(a.out, f"coord_check_{a.optimizer}{'_zero_readout' * a.zero_readout}.csv")
+    title = f"{a.optimizer}, lr {lr:g}, base width {a.base_width}" + ", readout started at 0" * a.zero_readout
+    if a.plot_only:
+        return plot(*read_csv(path), path.replace(".csv", ".png"), title)
     widths = [int(w) for w in a.widths.split(",")]
-    kw = dict(optimizer=a.optimizer, lr=lr, steps=a.steps, base_width=a.base_width)
+    kw = dict(optimizer=a.optimizer, lr=lr, steps=a.steps, base_width=a.base_width, B=a.batch, T=a.seq_len,
+              seeds=tuple(range(a.seeds)), zero_readout=a.zero_readout)
     res = {p: measure(widths, p, **kw) for p in mup.PARAMETRIZATIONS}
     os.makedirs(a.out, exist_ok=True)
     rows = []
@@ -128,14 +140,31 @@ def main(argv=None):
                     rows += [dict(parametrization=p, measure=meas, type=name, step=i + 1, slope=float(s[i, layer]),
                                   **{f"width_{w}": float(vals[t][mi, j, i, layer]) for j, w in enumerate(widths)})
                              for i in range(s.shape[0])]
-    path = os.path.join(a.out, f"coord_check_{a.optimizer}.csv")
     with open(path + ".tmp", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     os.replace(path + ".tmp", path)
-    plot(widths, res, path.replace(".csv", ".png"), f"{a.optimizer}, lr {lr:g}, base width {a.base_width}")
+    plot(*read_csv(path), path.replace(".csv", ".png"), title)
     print(f"wrote {path} and its .png")
+
+
+def read_csv(path):
+    """(widths, {parametrization: {type: [2, W, steps, layers]}}) back from a CSV that main wrote."""
+    rows = list(csv.DictReader(open(path)))
+    widths = [int(k[6:]) for k in rows[0] if k.startswith("width_")]
+    steps = max(int(r["step"]) for r in rows)
+    res = {}
+    for t in TYPES:
+        layers = sorted({r["type"] for r in rows if r["type"].split("[")[0] == t})
+        for p in {r["parametrization"] for r in rows}:
+            a = np.zeros((len(MEASURES), len(widths), steps, len(layers)))
+            for r in rows:
+                if r["parametrization"] == p and r["type"] in layers:
+                    a[MEASURES.index(r["measure"]), :, int(r["step"]) - 1, layers.index(r["type"])] = \
+                        [float(r[f"width_{w}"]) for w in widths]
+            res.setdefault(p, {})[t] = a
+    return widths, res
 
 
 def plot(widths, res, path, title):
@@ -150,7 +179,9 @@ def plot(widths, res, path, title):
             for i in range(mi, v.shape[1]):  # the change since the init starts at step 2
                 ax.plot(widths, v[:, i], "o-", ms=3, color=plt.cm.viridis(i / max(1, v.shape[1] - 1)), label=f"step {i + 1}")
             what = ("|x|" if mi == 0 else "|x - x_init|") + (", last layer" if res[p][t].shape[-1] > 1 else "")
-            ax.set(xscale="log", yscale="log", title=f"{p.upper()} {t}: {what}")
+            lo, hi = v[:, mi:].min(), v[:, mi:].max()
+            mid, half = math.sqrt(lo * hi), math.sqrt(max(hi / lo, 30))  # at least 30x tall: flat looks flat
+            ax.set(xscale="log", yscale="log", title=f"{p.upper()} {t}: {what}", ylim=(mid / half, mid * half))
             ax.title.set_fontsize(8)
             ax.set_xticks(widths, [str(w) for w in widths])
             ax.minorticks_off()

@@ -37,7 +37,7 @@ def test_mup_at_its_base_width_is_sp_bit_for_bit():
         scales = mup.lr_scales("mup", BASE, BASE, name)
         ones = dict.fromkeys(mup.GROUP, 1.0)  # an explicit table of 1s takes the same path
         u = [optim.build(name, 1e-2, 0.9, 0.95, weight_decay=0.1, lr_scale=s) for s in (None, scales, ones)]
-        outs = [jax.tree.leaves(o.update(grads, o.init(p_sp), p_sp)[0]) for o in u]
+        outs = [jax.tree.leaves(jax.jit(o.update)(grads, o.init(p_sp), p_sp)[0]) for o in u]
         for a, b, c in zip(*outs):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(a, c)
@@ -150,3 +150,31 @@ def test_qk_norm_off_and_the_largest_logits():
         assert float(out) == pytest.approx(float(x["logits"].max()), rel=1e-6)
         # the plain model.loss_fn path agrees with activations' logits (one forward, two readings)
         np.testing.assert_allclose(model.forward(p, tokens, cfg), x["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_step_takes_the_same_per_weight_lrs():
+    """μP at m = 2, AdamW in fp32, 3 steps: the fused step (each layer's update inside the backward pass) equals
+    the unfused one, and both differ from the same run without μP's LR multipliers (they reach every part)."""
+    from functools import partial
+
+    import config
+    import sharding
+    import step
+
+    def run(fused, scales=True):
+        cfg = config.parse(["configs/tiny_gpt2.py", "--d_model=64", "--n_layers=2", "--head_dim=16", "--seq_len=8",
+                            "--vocab_size=64", "--batch_size=2", "--parametrization=mup", "--base_width=32",
+                            f"--fused_update={fused}"])
+        mcfg = config.model_config(cfg)
+        opt = optim.build("adamw", 3e-3, 0.9, 0.99, lr_scale=mup.lr_scales("mup", 64, 32, "adamw") if scales else None)
+        abs_p = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
+        shard = sharding.shardings(abs_p, jax.eval_shape(opt.init, abs_p), sharding.make_mesh(cfg))
+        params = model.init(mcfg, jax.random.PRNGKey(0))
+        state, fn, rng = opt.init(params), step.make_train_step(cfg, mcfg, opt, shard, fused=fused), np.random.default_rng(0)
+        for i in range(3):
+            params, state, _ = fn(params, state, rng.integers(0, 64, (2, 8)).astype(np.int32), np.int32(i))
+        return jax.device_get(params)
+    fused, unfused, plain = run(True), run(False), run(False, scales=False)
+    for a, b, c in zip(jax.tree.leaves(fused), jax.tree.leaves(unfused), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(b, c, rtol=1e-4, atol=0)
