@@ -179,9 +179,10 @@ def plot(widths, res, path, title):
             for i in range(mi, v.shape[1]):  # the change since the init starts at step 2
                 ax.plot(widths, v[:, i], "o-", ms=3, color=plt.cm.viridis(i / max(1, v.shape[1] - 1)), label=f"step {i + 1}")
             what = ("|x|" if mi == 0 else "|x - x_init|") + (", last layer" if res[p][t].shape[-1] > 1 else "")
-            lo, hi = v[:, mi:].min(), v[:, mi:].max()
-            mid, half = math.sqrt(lo * hi), math.sqrt(max(hi / lo, 30))  # at least 30x tall: flat looks flat
-            ax.set(xscale="log", yscale="log", title=f"{p.upper()} {t}: {what}", ylim=(mid / half, mid * half))
+            ax.set(xscale="log", yscale="log", title=f"{p.upper()} {t}: {what}")
+            if (pos := v[:, mi:][v[:, mi:] > 0]).size:  # (a readout started at 0: logits 0 at step 1, off the axis)
+                mid, half = math.sqrt(pos.min() * pos.max()), math.sqrt(max(pos.max() / pos.min(), 30))
+                ax.set_ylim(mid / half, mid * half)  # at least 30x tall: flat looks flat
             ax.title.set_fontsize(8)
             ax.set_xticks(widths, [str(w) for w in widths])
             ax.minorticks_off()
