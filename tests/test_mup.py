@@ -81,14 +81,15 @@ def test_effective_lr_follows_the_table(name, D):
                                           for k in mup.GROUP}
     plain, scaled = (optim.build(name, 1e-2, 0.9, 0.95, lr_scale=s)
                      for s in (None, mup.lr_scales("mup", D, BASE, name)))
-    u0, u1 = (jax.tree_util.tree_flatten_with_path(o.update(grads, o.init(params), params)[0])[0] for o in (plain, scaled))
+    u0, u1 = (jax.tree_util.tree_flatten_with_path(jax.jit(o.update)(grads, o.init(params), params)[0])[0]
+              for o in (plain, scaled))
     for (path, a), (_, b) in zip(u0, u1):
         np.testing.assert_allclose(b, a * m ** power[path[-1].key], rtol=1e-6, atol=1e-12, err_msg=str(path))
     if name != "muon":  # Muon's blocks take no weight decay
         zero = jax.tree.map(jnp.zeros_like, grads)
         decay = [optim.build(name, 1e-2, 0.0, 0.95, weight_decay=0.1, lr_scale=s)
                  for s in (None, mup.lr_scales("mup", D, BASE, name))]
-        d0, d1 = (jax.tree.leaves(o.update(zero, o.init(params), params)[0]) for o in decay)
+        d0, d1 = (jax.tree.leaves(jax.jit(o.update)(zero, o.init(params), params)[0]) for o in decay)
         for a, b in zip(d0, d1):
             np.testing.assert_allclose(b, a, rtol=1e-6)
 
