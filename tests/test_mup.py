@@ -179,3 +179,19 @@ def test_fused_step_takes_the_same_per_weight_lrs():
     for a, b, c in zip(jax.tree.leaves(fused), jax.tree.leaves(unfused), jax.tree.leaves(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
         assert not np.allclose(b, c, rtol=1e-4, atol=0)
+
+
+def test_dry_run_prints_each_groups_lr(capsys):
+    """GPT-3 XL's width under μP from the 30M model's 384: m = 16/3, hidden LR x 3/16, init std x √(3/16)."""
+    import train
+    train.set_up(["configs/gpt3.py", "--dry_run=True", "--parametrization=mup", "--base_width=384", "--lr=1.6e-3",
+                  "--batch_size=1", "--grad_accum=1"])
+    out = capsys.readouterr().out
+    assert "width 2048 = 5.33333 x base_width 384" in out
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in out.splitlines()
+            if line.startswith("  ") and line.split()[0] in mup.GROUP and len(line.split()) == 4}
+    m = 2048 / 384
+    for name, (init, mult, peak) in rows.items():
+        want = {"embed": (1, 1), "unembed": (1 / m, 1 / m)}.get(name, (m ** -0.5, 1 / m))
+        assert (init, mult) == pytest.approx(want, rel=1e-3) and peak == pytest.approx(1.6e-3 * want[1], rel=1e-3)
+    assert len(rows) == len(mup.GROUP)
