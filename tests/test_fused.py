@@ -6,7 +6,8 @@ Both steps run 3 steps from the same init on the same batches: SGD, AdamW and Ad
 rounding (AdamW also with its state in bf16 + stochastic rounding, optim.stored) and AdamW in fp32 on 1
 CPU device; SGD in bf16 and AdamW in fp32 on a 2 x 2 (data, model) mesh of 4
 fake CPU devices (FSDP gathers and reduce-scatters per layer, tensor-parallel heads and MLP). Every case is
-two compiles, all of this file's time, so the cases are few: bf16 runs the very fp32 update before rounding,
+two step compiles, nearly all of this file's time (model.init is compiled once per dtype and mesh and shared),
+so the cases are few: bf16 runs the very fp32 update before rounding,
 and the other fp32 cases (SGD, Adafactor, on both) are measured in docs/memory_and_sharding.md. As in tests/test_sharding.py the mesh needs XLA_FLAGS before JAX starts, so both run
 as this file in subprocesses (`python tests/test_fused.py compare <devices>`), side by side. Tiny model:
 D 32, L 2, H 16 (N 2, split over 'model'), T 8, V 64, B 4. A resumed fused run is bit for bit an
@@ -41,6 +42,21 @@ def env(devices):
     return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
+INITS = {}
+
+
+def init_fn(mcfg, mesh_model, out_shardings):
+    """model.init of this model config, compiled once per config and mesh (XLA:CPU takes as long to compile it
+    as a train step): the fused and unfused runs of a case, and the cases of one dtype, share it. The weights
+    are the same either way; the step donates them, so each run calls it for a fresh copy."""
+    import jax
+    import model
+    key = (mcfg, mesh_model)
+    if key not in INITS:
+        INITS[key] = jax.jit(partial(model.init, mcfg), out_shardings=out_shardings)
+    return INITS[key]
+
+
 def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32"):
     """(params, optimizer state) after 3 steps, as host numpy trees, and the 3 losses."""
     import jax
@@ -58,7 +74,7 @@ def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32"):
     assert (step.unfused_reason(cfg, mcfg, opt) is None) == fused
     abs_p = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
     shard = sharding.shardings(abs_p, jax.eval_shape(opt.init, abs_p), sharding.make_mesh(cfg))
-    params = jax.jit(partial(model.init, mcfg), out_shardings=shard["params"])(jax.random.PRNGKey(0))
+    params = init_fn(mcfg, mesh_model, shard["params"])(jax.random.PRNGKey(0))
     state = jax.jit(opt.init, out_shardings=shard["opt"])(params)
     train_step, rng, losses = step.make_train_step(cfg, mcfg, opt, shard), np.random.default_rng(0), []
     for i in range(3):
