@@ -95,9 +95,12 @@ csv = {csv!r}
 """
 
 
-def runner(args, **kw):
+def runner(args, cache=None, **kw):
+    """`sweep.py` in a subprocess; cache: jax's persistent compilation cache for its train.py processes (as in
+    tests/test_checkpoint.py): a resumed point and points of one model compile their shared programs once."""
+    env = dict(os.environ, **({"JAX_COMPILATION_CACHE_DIR": str(cache)} if cache else {}))
     return subprocess.Popen([sys.executable, "sweep.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
 
 
 def test_sweep_runs_records_divergence_resumes_after_a_kill_and_collects_a_csv(data_dir, tmp_path):
@@ -107,7 +110,7 @@ def test_sweep_runs_records_divergence_resumes_after_a_kill_and_collects_a_csv(d
     f, csv_path = tmp_path / "four.py", tmp_path / "four.csv"
     f.write_text(SWEEP.format(root=str(tmp_path / "runs"), data=str(data_dir), csv=str(csv_path)))
     long = tmp_path / "runs" / "four" / "optimizer=adamw,lr=0.002,train_tokens=98304,ckpt_every=8192"
-    p = runner(["run", str(f), "--jobs=1"])
+    p = runner(["run", str(f), "--jobs=1"], cache=tmp_path / "xla_cache")
     deadline = time.time() + 300
     while not list(long.glob("ckpt_*")) and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)  # the fourth point has written its first checkpoint
@@ -116,7 +119,7 @@ def test_sweep_runs_records_divergence_resumes_after_a_kill_and_collects_a_csv(d
     assert p.returncode == 1 and "stopped by a signal: run the same command again" in out, out[-3000:]
     r = runner(["run", str(f), "--dry_run"]).communicate(timeout=120)[0]
     assert "4 points: 2 done, 1 diverged, 1 partial" in r, r
-    out2 = runner(["run", str(f), "--jobs=1"]).communicate(timeout=300)[0]
+    out2 = runner(["run", str(f), "--jobs=1"], cache=tmp_path / "xla_cache").communicate(timeout=300)[0]
     assert "four: 3 done, 1 diverged" in out2, out2[-3000:]
     attempts = {d.name: [json.loads(x) for x in open(d / "attempts.jsonl")] for d in (tmp_path / "runs" / "four").iterdir()
                 if d.is_dir()}
