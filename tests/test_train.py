@@ -11,8 +11,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, **kw)
+def run(args, cache=None, **kw):
+    """A script in a subprocess; cache: jax's persistent compilation cache, shared by this file's runs (the tiny
+    config's model init and eval step are the same programs for every optimizer: compiled once), as
+    tests/test_checkpoint.py does."""
+    env = dict(os.environ, **({"JAX_COMPILATION_CACHE_DIR": str(cache)} if cache else {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +27,20 @@ def data_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("xla_cache")
+
+
 # lr 0 takes optim.DEFAULT_LR (the paper's GPT-2 batch-1 values; Muon's blocks take DEFAULT_MUON_LR).
 # Adafactor's LR multiplies the parameter RMS (0.09 for this D = 128 model's embedding), so its paper value
 # is ~10x too slow for a run of 128 steps; 0.03 gives it an effective step size like Adam's.
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0), ("adafactor", 0.03), ("adamw", 0), ("muon", 0)])
-def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, data_dir, tmp_path):
+def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, data_dir, xla_cache, tmp_path):
     out = tmp_path / optimizer
     r = run(["train.py", "configs/tiny_gpt2.py", f"--optimizer={optimizer}", "--batch_size=1", f"--lr={lr}",
              "--train_tokens=16384", "--eval_tokens=4096", "--eval_every=8192", "--log_every=4096",
-             f"--data_dir={data_dir}", f"--out_dir={out}"])
+             f"--data_dir={data_dir}", f"--out_dir={out}"], cache=xla_cache)
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
     val = [m["val_loss"] for m in metrics if "val_loss" in m]
@@ -47,24 +56,25 @@ def test_tiny_config_trains_with_each_optimizer_at_batch_size_1(optimizer, lr, d
     if optimizer == "muon":  # its own LR and momentum are printed beside Adam's (the embeddings')
         assert f"muon_lr {run_['muon_lr']:g}, muon_b1 0.95" in r.stdout and run_["muon_lr"] == 0.02
     if optimizer == "adamw":  # sample.py reads the run and writes text that continues the prompt
-        s = run(["sample.py", f"--out_dir={out}", "--prompt=import os\n", "--max_new_tokens=20", "--seed=1"])
+        s = run(["sample.py", f"--out_dir={out}", "--prompt=import os\n", "--max_new_tokens=20", "--seed=1"],
+                cache=xla_cache)
         assert s.returncode == 0, s.stderr[-2000:]
         assert s.stdout.startswith("import os\n") and len(s.stdout) > len("import os\n") + 10
 
 
-def test_default_byte_config_trains_logs_bits_per_byte_and_samples_text(data_dir, tmp_path):
+def test_default_byte_config_trains_logs_bits_per_byte_and_samples_text(data_dir, xla_cache, tmp_path):
     """The default config (configs/tiny.py: UTF-8 bytes, V 256) on a short budget: val loss in nats per
     byte falls from ln 256 + 1/2, bits per byte = nats / ln 2 (1 byte per token, but for document
     separators), and sample.py decodes the byte tokens back to text after the prompt."""
     out = tmp_path / "bytes"
     r = run(["train.py", "--train_tokens=16384", "--eval_tokens=4096", "--eval_every=8192", "--log_every=4096",
-             f"--data_dir={data_dir}", f"--out_dir={out}"])
+             f"--data_dir={data_dir}", f"--out_dir={out}"], cache=xla_cache)
     assert r.returncode == 0, r.stderr[-2000:]
     val = [m for m in map(json.loads, open(out / "metrics.jsonl")) if "val_loss" in m]
     assert len(val) == 2 and val[-1]["val_loss"] < val[0]["val_loss"] < 6.05
     for m in val:  # the stdlib's val split: one separator per document, ~1 in 16k bytes
         assert m["val_bpb"] == pytest.approx(m["val_loss"] / math.log(2), rel=2e-3)
-    s = run(["sample.py", f"--out_dir={out}", "--prompt=def f(x):", "--max_new_tokens=40", "--seed=1"])
+    s = run(["sample.py", f"--out_dir={out}", "--prompt=def f(x):", "--max_new_tokens=40", "--seed=1"], cache=xla_cache)
     assert s.returncode == 0, s.stderr[-2000:]
     assert s.stdout.startswith("def f(x):") and 9 < len(s.stdout) <= 9 + 40 + 1  # 40 bytes: at most 40 characters
 
