@@ -11,6 +11,9 @@ Steps run on a fixed random batch, timed after block_until_ready with compilatio
 excluded; every variant is timed in --rounds alternating rounds, and the median round counts.
 
     python benchmarks/bench.py [config.py] [--key=value ...] [--batches=1,4,16,64] [--rounds=3] [--seconds=1]
+
+--sections=speed,steps,memory (the default) picks sections; also `finetune` (the fine-tuning comparison's memory)
+and `mup` (SP against μP at m = 2, side by side).
 """
 import ctypes
 import json
@@ -162,6 +165,25 @@ def steps_per_call(cfg, ks, rounds, seconds):
         print(f"| {k} | {tps[k]:,.0f} | {tps[k] / tps[ks[0]]:.2f}x |")
 
 
+def parametrizations(cfg, batches, rounds, seconds):
+    """SP against μP at twice the base width (m = 2, so every weight group has a multiplier that is not 1), the
+    same config otherwise, timed in alternating rounds: μP's per-weight LR multipliers are its only cost."""
+    rng, timers = np.random.default_rng(0), {}
+    for B in batches:
+        for p in ("sp", "mup"):
+            c = dict(cfg, batch_size=B, parametrization=p, base_width=cfg["d_model"] // 2 if p == "mup" else 0)
+            step, params, state, sh = build(c)
+            batch = jax.device_put(rng.integers(0, cfg["vocab_size"], (B, cfg["seq_len"]), dtype=np.int32), sh)
+            timers[B, p] = timer(lambda p_, s, b, i, f=step: f(p_, s, b, i), (params, state, batch, np.int32(0)),
+                                 B * cfg["seq_len"], seconds)
+    tps = measure(timers, rounds)
+    print(f"\n## SP against μP (base width {cfg['d_model'] // 2}, m = 2), {cfg['optimizer']}, "
+          f"fused_update={cfg['fused_update']}\n")
+    print("| batch size | SP tokens/s | μP tokens/s | μP / SP |\n|---|---|---|---|")
+    for B in batches:
+        print(f"| {B} | {tps[B, 'sp']:,.0f} | {tps[B, 'mup']:,.0f} | {tps[B, 'mup'] / tps[B, 'sp']:.3f} |")
+
+
 def _reset_peak_rss():
     """Linux: freed heap goes back to the system and the peak RSS (VmHWM) starts again from the current RSS,
     so compilation's own memory (LLVM, hundreds of MB) is not counted as the step's."""
@@ -258,6 +280,8 @@ def main(argv):
         speed(cfg, [int(b) for b in own["batches"].split(",")], rounds, seconds)
     if "steps" in sections:
         steps_per_call(cfg, [int(k) for k in own["steps_per_call"].split(",")], rounds, seconds)
+    if "mup" in sections:
+        parametrizations(cfg, [int(b) for b in own["batches"].split(",")], rounds, seconds)
     if "memory" in sections:
         memory(argv)
     if "finetune" in sections:  # the fine-tuning comparison's memory (docs/finetuning.md)
