@@ -34,8 +34,13 @@ TYPES = ("embed", "attn_logits", "blocks", "logits")  # attn_logits and blocks: 
 
 
 def fixed_batch(B, T, seed=0):
-    """B windows of T bytes of this project's own source (V 256): real text, the same on every machine."""
-    text = b"".join(p.read_bytes() for p in sorted(ROOT.glob("*.py")))
+    """B windows of T bytes of real text that no commit changes (V 256): the Zen of Python, Python's `this`."""
+    import codecs
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):  # `import this` prints it
+        import this
+    text = codecs.decode(this.s, "rot13").encode()
     start = np.random.default_rng(seed).integers(0, len(text) - T, B)
     return jnp.asarray(np.frombuffer(text, np.uint8)[start[:, None] + np.arange(T)].astype(np.int32))  # [B, T]
 
@@ -64,18 +69,21 @@ def trajectories(D, parametrization, seeds=(0, 1), optimizer="adamw", lr=1e-2, s
         return jnp.atleast_1d(jnp.mean(jnp.abs(x), axis=axes) / (causal if t == "attn_logits" else 1))
 
     @jax.jit
-    def sizes(params, batch, x0):
+    def sizes(params, batch, x0):  # (sizes, the activations: x0 at the init, where x0 is given as zeros)
         x = model.activations(params, batch, cfg)
-        return {t: jnp.stack([mean_abs(x[t], t), mean_abs(x[t] - x0[t], t)]) for t in TYPES}  # [2, layers]
+        return {t: jnp.stack([mean_abs(x[t], t), mean_abs(x[t] - x0[t], t)]) for t in TYPES}, x  # [2, layers]
 
-    acts, out = jax.jit(lambda p, b: model.activations(p, b, cfg)), []
+    out = []
     for seed in seeds:
         params, batch = model.init(cfg, jax.random.PRNGKey(seed)), fixed_batch(B, T, seed)
         if zero_readout:
             params["unembed"] = jnp.zeros_like(params["unembed"])
-        state, x0 = opt.init(params), acts(params, batch)
+        state, x0 = opt.init(params), jax.tree.map(jnp.zeros_like, jax.eval_shape(
+            lambda p: model.activations(p, batch, cfg), params))
         for i in range(steps):
-            out.append(jax.device_get(sizes(params, batch, x0)))
+            s, x = sizes(params, batch, x0)
+            out.append({t: v * np.array([[1], [i > 0]]) for t, v in jax.device_get(s).items()})  # no change at the init
+            x0 = x if i == 0 else x0
             params, state = step(params, state, batch)
     return {t: np.mean(np.stack([o[t] for o in out]).reshape(len(seeds), steps, *out[0][t].shape), axis=0)
             .transpose(1, 0, 2) for t in TYPES}
