@@ -178,11 +178,12 @@ def load(path, like, shardings=None):
 
 
 # ---------------------------------------------------------------- where a run starts: scratch, resume, or weights
-SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype", "tokenizer")
+SHAPE_KEYS = ("d_model", "n_layers", "head_dim", "mlp_ratio", "vocab_size", "param_dtype", "tokenizer", "n_experts")
 # a resumed run continues the same optimization: same model, optimizer, and tokens per step
 RESUME_KEYS = SHAPE_KEYS + ("seq_len", "batch_size", "optimizer", "eps", "weight_decay", "clip_norm", "schedule",
                             "warmup", "adafactor_decay", "state_dtype", "lora_rank", "lora_alpha", "lora_targets",
-                            "qk_norm", "parametrization", "base_width")  # and muon_t1, through the resolved muon_b1
+                            "qk_norm", "parametrization", "base_width", "top_k", "capacity_factor")
+# (and muon_t1, through the resolved muon_b1)
 RESUME_RESOLVED = ("lr", "b1", "b2", "muon_lr", "muon_b1")  # compared in the derived record: a default may have changed meanwhile
 # the config keys behind RESUME_RESOLVED: a flag that changes one of them is what to drop
 RESOLVED_FROM = ("lr", "b1", "b2", "t1", "t2", "muon_lr", "muon_b1", "muon_t1")

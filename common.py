@@ -92,14 +92,17 @@ def read_jsonl(path):
     return rows
 
 
-_HELD = []  # the open lock files: a lock lasts as long as its file stays open, here for the process's life
+_HELD = {}  # the open lock files by path: a lock lasts as long as its file stays open, here for the process's life
 
 
 def lock(path, what):
     """Hold an exclusive lock on the file `path` (made, with its directory, if missing) until this process ends.
     The OS releases it however the process ends, so a SIGKILL leaves no stale lock. A second process is
-    refused in one line naming the holder's PID; a directory that cannot be written is refused likewise."""
+    refused in one line naming the holder's PID; a directory that cannot be written is refused likewise. This
+    process holds it already after an earlier run here (a notebook resuming after Ctrl-C): it keeps it."""
     import fcntl
+    if os.path.abspath(path) in _HELD:
+        return _HELD[os.path.abspath(path)]
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         f = open(path, "a+")
@@ -115,7 +118,7 @@ def lock(path, what):
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
     f.flush()
-    _HELD.append(f)
+    _HELD[os.path.abspath(path)] = f
     return f
 
 

@@ -59,6 +59,11 @@ DEFAULTS = dict(
     qk_norm=True,  # RMSNorm of each head's q and k before RoPE (the paper's model): bounds the attention logits
     parametrization="sp",  # 'sp' (standard, the paper's) | 'mup': init and per-weight LRs scaled with width (docs/mup.md)
     base_width=0,  # under 'mup': the width the LR was tuned at, where μP equals SP (0: d_model)
+    n_experts=0,  # E: each MLP a Mixture of Experts of E experts of width mlp_ratio x D (moe.py, docs/moe.md); 0: dense
+    top_k=2,  # experts per token (MoE): the active MLP width is top_k x mlp_ratio x D
+    capacity_factor=1.25,  # an expert takes at most capacity_factor x top_k x seq_len / E tokens of a sequence (MoE)
+    router_aux_weight=0.01,  # the load-balancing loss's weight per layer (Switch's α; MoE)
+    router_z_loss=1e-3,  # the router z-loss's weight per layer (ST-MoE; MoE)
     # the step (docs/memory_and_sharding.md)
     fused_update=True,  # the optimizer inside the backward pass (fused.py): no whole gradient held (paper Fig. 7)
         # each layer is updated as soon as its gradient exists. Where that is not exact (grad_accum > 1,
@@ -117,7 +122,7 @@ OPTIONAL_FLOAT = {"b1", "b2", "t1", "t2", "muon_b1", "muon_t1"}
 AT_LEAST = {1: ("batch_size", "grad_accum", "steps_per_call", "keep_ckpts", "eval_tokens"),
             0: ("train_tokens", "eval_batch_size", "eval_examples", "answer_tokens", "lora_rank", "lora_alpha", "eval_every", "log_every", "ckpt_every", "noise_every", "lr",
                 "muon_lr", "eps",
-                "weight_decay", "clip_norm", "z_loss", "base_width", "seed", "mesh_model", "peak_flops", "plan_devices")}
+                "weight_decay", "clip_norm", "z_loss", "base_width", "n_experts", "router_aux_weight", "router_z_loss", "seed", "mesh_model", "peak_flops", "plan_devices")}
 CHOICES = {"rounding": ("stochastic", "nearest"), "state_dtype": ("float32", "bfloat16"), "schedule": tuple(optim.SCHEDULES), "optimizer": optim.OPTIMIZERS,
            "adafactor_decay": optim.ADAFACTOR_DECAYS, "parametrization": mup.PARAMETRIZATIONS, "tokenizer": tuple(data.TOKENIZERS)}
 
@@ -145,6 +150,10 @@ SYNONYMS = {
     "save_every": ("ckpt_every", "in tokens"), "eval_iters": ("eval_tokens", "in tokens"),
     "output_dir": "out_dir", "dataset": "data", "resume": ("init_from", "--init_from=resume"),
     "mup": "parametrization", "mup_base_width": "base_width", "qk_layernorm": "qk_norm", "qk_layer_norm": "qk_norm",
+    "num_experts": "n_experts", "moe_num_experts": "n_experts", "num_experts_per_tok": "top_k",
+    "moe_top_k": "top_k", "experts_per_token": "top_k", "router_aux_loss_coef": "router_aux_weight",
+    "load_balance_loss_weight": "router_aux_weight", "aux_loss_alpha": "router_aux_weight",
+    "router_z_loss_coef": "router_z_loss",
     "dtype": "param_dtype", "gradient_checkpointing": "remat", "tensor_parallel": "mesh_model", "lora_r": "lora_rank",
 }
 
@@ -337,6 +346,13 @@ def check_values(cfg):
         fail(f"batch_size={cfg['batch_size']} is not divisible by grad_accum={cfg['grad_accum']}")
     if cfg["lora_rank"] and (not lora.targets(cfg) or set(lora.targets(cfg)) - set(lora.IN_AXES)):
         fail(f"lora_targets={cfg['lora_targets']!r} must name some of {', '.join(lora.IN_AXES)}, comma-separated")
+    if cfg["lora_rank"] and cfg["n_experts"] and {"up", "down"} & set(lora.targets(cfg)):
+        fail(f"lora_targets={cfg['lora_targets']!r}: LoRA adapts an MoE's dense weights only, not its experts' up "
+             "and down: --lora_targets=q,k,v,o")
+    F = cfg["mlp_ratio"] * cfg["d_model"]
+    if cfg["optimizer"] == "adafactor" and cfg["n_experts"] >= min(cfg["d_model"], F) > 0:
+        fail(f"n_experts={cfg['n_experts']} >= min(d_model, mlp_ratio x d_model) = {min(cfg['d_model'], F)}: "
+             "Adafactor factors each weight over its two largest axes, which must be an expert's own [D, F]")
     if not (0 <= cfg["warmup"] < 1 and 0 < cfg["plan_mfu"] <= 1 and cfg["max_hours"] > 0):
         fail(f"need 0 <= warmup < 1, 0 < plan_mfu <= 1 and max_hours > 0; got warmup={cfg['warmup']}, "
              f"plan_mfu={cfg['plan_mfu']}, max_hours={cfg['max_hours']}")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import model
+import moe
 import optim
 import rounding
 import sharding
@@ -78,8 +79,11 @@ def train_step_fn(cfg, mcfg, opt, shard):
     ct = jnp.dtype(mcfg.compute_dtype)
     gather_l = sharding.gather_layer(shard, ct)
     gather = lambda name, w: sharding.gather_weights({"params": {name: shard["params"][name]}}, ct)({name: w})[name]
-    layer = lambda x, p_l, pos, seg: model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos,
-                                                 None, seg)[0]
+    moe_loss = lambda aux: moe.loss(mcfg, jax.tree.map(lambda a: a[None], aux)) if mcfg.n_experts else 0.0
+
+    def layer(x, p_l, pos, seg):  # -> (the layer's output, its router losses (moe.py; 0 for a dense MLP))
+        x, _, aux = model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos, None, seg)
+        return x, jnp.asarray(moe_loss(aux), jnp.float32)
     mesh = shard["batch"].mesh  # an abstract mesh (a plan's lowering) has no devices: not TPU
     tpu = isinstance(mesh, jax.sharding.Mesh) and mesh.devices.flat[0].platform == "tpu"
 
@@ -100,18 +104,22 @@ def train_step_fn(cfg, mcfg, opt, shard):
             lambda w, s: jax.lax.dynamic_slice_in_dim(w, l, 1).reshape((1,) * keep + s), tree, sh)
         # forward: each layer's input is all that is kept, x_all [L, B, T, D] (per-block checkpointing)
         x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[tokens], params["embed"])  # [B, T, D]
-        x, x_all = jax.lax.scan(lambda x, p_l: (layer(x, jax.tree.map(jnp.reshape, p_l, shapes[0]), pos, seg), x),
-                                x, P, unroll=mcfg.unroll)
+        def fwd(x, p_l):
+            y, r = layer(x, jax.tree.map(jnp.reshape, p_l, shapes[0]), pos, seg)
+            return y, (x, r)
+        x, (x_all, router) = jax.lax.scan(fwd, x, P, unroll=mcfg.unroll)  # router [L]: each layer's router losses
         head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), tokens, mcfg, mask)
         loss, head_vjp = jax.vjp(head, x, params["unembed"])
         dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
+        loss = loss + router.sum() if mcfg.n_experts else loss
         unembed, s_unembed = update({"unembed": dU}, _part(opt_state, ["unembed"]), {"unembed": params["unembed"]})
 
         def back(carry, inp):  # layer l: its gradient, then at once its new weights and state
             dx, P, S, done = carry
             P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
             l, x = inp
-            dx, g = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, shapes[0], l))[1](dx)
+            y_r, layer_vjp = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, shapes[0], l))
+            dx, g = layer_vjp((dx, jnp.ones_like(y_r[1])))  # d(loss)/d(router loss) = 1
             state = {"step": opt_state["step"], **at(S, shapes[1], l, keep=True)}
             new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state,
                                 {"blocks": at(P, shapes[0], l, keep=True)}, l)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+import moe
 import mup
 from kernels import causal_attention, cross_entropy, gelu  # fast forms of plain expressions (kernels.py)
 
@@ -36,11 +37,17 @@ class Config:
     qk_norm: bool = True  # RMSNorm of each head's q and k before RoPE (the paper's model): bounded attention logits
     parametrization: str = "sp"  # 'sp' (standard) | 'mup': init (and, in optim.py, LRs) scaled with width (mup.py)
     base_width: int = 0  # the width at which μP equals SP (0: d_model)
+    n_experts: int = 0  # E: the MLP is a Mixture of Experts (moe.py) of E experts of width F; 0: one dense MLP
+    top_k: int = 2  # k: experts per token
+    capacity_factor: float = 1.25  # an expert takes at most capacity_factor·k·T/E tokens of a sequence (moe.capacity)
+    router_aux_weight: float = 0.01  # weight of the load-balancing loss (Switch's α), per layer
+    router_z_loss: float = 1e-3  # weight of the router's z-loss (ST-MoE), per layer
     rope_base: float = 10_000.0
     ce_chunk: int = 2048  # vocabulary columns per cross-entropy chunk (0: the whole vocabulary at once)
 
     RUN_KEYS = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio", "param_dtype",
-                "compute_dtype", "remat", "unroll", "z_loss", "qk_norm", "parametrization", "base_width")  # a run's
+                "compute_dtype", "remat", "unroll", "z_loss", "qk_norm", "parametrization", "base_width", "n_experts",
+                "top_k", "capacity_factor", "router_aux_weight", "router_z_loss")  # a run's
 
     def __post_init__(self):
         sizes = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio")
@@ -57,6 +64,11 @@ class Config:
             raise ValueError(f"z_loss={self.z_loss} and ce_chunk={self.ce_chunk} must be >= 0")
         if why := mup.check(self.parametrization, self.d_model, self.base_width):
             raise ValueError(why)
+        if self.n_experts < 0 or self.n_experts and not (1 <= self.top_k <= self.n_experts and self.capacity_factor > 0
+                                                         and min(self.router_aux_weight, self.router_z_loss) >= 0):
+            raise ValueError(f"n_experts={self.n_experts}, top_k={self.top_k}, capacity_factor={self.capacity_factor}, "
+                             f"router weights {self.router_aux_weight}, {self.router_z_loss}: need n_experts >= 0 and, "
+                             "with experts, 1 <= top_k <= n_experts, capacity_factor > 0, router weights >= 0")
 
     @property
     def n_heads(self):
@@ -71,6 +83,8 @@ def init(cfg: Config, key):
       q, k, v: their [3, N, D, H] kernel: fan_in 3·N·D, fan_out 3·N·H   (ours: three [L, D, N, H])
       o:       their [N, H, D]:            fan_in N·H,   fan_out N·D     (ours: [L, N, H, D])
       up, down: [D, F] and [F, D]:         fan_in, fan_out = their two axes.
+    MoE (moe.py): up [L, E, D, F] and down [L, E, F, D] hold E experts, each initialized as the dense MLP; the
+    router [L, D, E] is a readout to E logits, N(0, 1/D) like the output embedding (logits of std ~1 at init).
     μP (mup.py): the fans are read at the base width (D0, N0 = D0 / H, F0) and each std is scaled by
     mup.init_scale (m^0, m^-1/2, m^-1 for embedding, hidden, readout); at m = 1 the same numbers as SP."""
     D, L, V, H, N, F = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.head_dim, cfg.n_heads, cfg.mlp_ratio * cfg.d_model
@@ -86,19 +100,19 @@ def init(cfg: Config, key):
     def normal(key, name, shape):  # N(0, 1/D)
         return (jax.random.normal(key, shape, jnp.float32) / (math.sqrt(D0) / s(name))).astype(dt)
 
-    ks = jax.random.split(key, 8)
-    return {
-        "embed": normal(ks[0], "embed", (V, D)),  # [V, D]
-        "blocks": {
-            "q": xavier(ks[1], "q", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),  # [L, D, N, H]
-            "k": xavier(ks[2], "k", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
-            "v": xavier(ks[3], "v", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
-            "o": xavier(ks[4], "o", (L, N, H, D), N0 * H, N0 * D0),  # [L, N, H, D]
-            "up": xavier(ks[5], "up", (L, D, F), D0, F0),  # [L, D, F]
-            "down": xavier(ks[6], "down", (L, F, D), F0, D0),  # [L, F, D]
-        },
-        "unembed": normal(ks[7], "unembed", (D, V)),  # [D, V]
+    ks, E = jax.random.split(key, 8), ((cfg.n_experts,) if cfg.n_experts else ())
+    blocks = {
+        "q": xavier(ks[1], "q", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),  # [L, D, N, H]
+        "k": xavier(ks[2], "k", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
+        "v": xavier(ks[3], "v", (L, D, N, H), 3 * N0 * D0, 3 * N0 * H),
+        "o": xavier(ks[4], "o", (L, N, H, D), N0 * H, N0 * D0),  # [L, N, H, D]
+        "up": xavier(ks[5], "up", (L, *E, D, F), D0, F0),  # [L, D, F] or [L, E, D, F]
+        "down": xavier(ks[6], "down", (L, *E, F, D), F0, D0),  # [L, F, D] or [L, E, F, D]
     }
+    if cfg.n_experts:
+        blocks["router"] = normal(jax.random.fold_in(key, 8), "router", (L, D, cfg.n_experts))  # [L, D, E]
+    return {"embed": normal(ks[0], "embed", (V, D)), "blocks": blocks,  # [V, D]
+            "unembed": normal(ks[7], "unembed", (D, V))}  # [D, V]
 
 
 def rms_norm(x, eps=1e-6):
@@ -134,8 +148,8 @@ def qkv(cfg: Config, h, p, pos):
 
 
 def block(cfg: Config, x, p, pos, cache=None, segments=None):
-    """One pre-norm block. x [B, t, D]; pos [t] or [B, t] positions; cache (k, v) [B, S, N, H] or None;
-    segments [B, t] int or None.
+    """One pre-norm block. x [B, t, D]; pos [t] or [B, t] positions; cache {'k', 'v'} [B, S, N, H] (and, with
+    experts, 'route' [B, S, k]) or None; segments [B, t] int or None. -> (x, cache, aux: moe.mlp's, {} if dense).
 
     Without a cache attention is causal over x itself (training); with segments (packed examples,
     instruct.py) a query sees only the keys of its own segment. With a cache the new k, v are written at
@@ -144,10 +158,10 @@ def block(cfg: Config, x, p, pos, cache=None, segments=None):
     if cache is not None:  # each row writes its t new keys at its own position: [B, S, N, H]
         pos = jnp.broadcast_to(jnp.atleast_2d(pos), x.shape[:2])  # [B, t]
         write = jax.vmap(lambda c, new, p0: jax.lax.dynamic_update_slice_in_dim(c, new, p0, axis=0))
-        k, v = write(cache[0], k, pos[:, 0]), write(cache[1], v, pos[:, 0])
+        k, v = write(cache["k"], k, pos[:, 0]), write(cache["v"], v, pos[:, 0])
         mask = pos[:, :, None] >= jnp.arange(k.shape[1])  # [B, t, S]
         a = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
-        cache = (k, v)
+        cache = dict(cache, k=k, v=v)
     elif segments is not None:  # causal within each packed example: [B, 1, t, t]
         same = segments[:, :, None] == segments[:, None, :]
         a = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], is_causal=True)
@@ -155,14 +169,16 @@ def block(cfg: Config, x, p, pos, cache=None, segments=None):
         a = causal_attention(q, k, v)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
     x = x + jnp.einsum("btnh,nhd->btd", a, p["o"])
     h = rms_norm(x)
-    x = x + gelu(h @ p["up"]) @ p["down"]  # [B, t, D]; gelu = jax.nn.gelu(approximate=True)
-    return x, cache
+    if not cfg.n_experts:
+        return x + gelu(h @ p["up"]) @ p["down"], cache, {}  # [B, t, D]; gelu = jax.nn.gelu(approximate=True)
+    y, aux, routes = moe.mlp(cfg, h, p, None if cache is None else cache["route"], pos)
+    return x + y, cache if cache is None else dict(cache, route=routes), aux
 
 
 def hidden(params, tokens, cfg: Config, cache=None, start=0, segments=None, adapt=None):
-    """tokens [B, t] int -> final normed hidden states [B, t, D] in the compute dtype (and the updated
-    KV cache when one is given: {'k', 'v'} each [L, B, S, N, H]; start: position of tokens[:, 0], an int
-    or one per row [B]). segments [B, t]: packed examples (instruct.py), each attending only to itself,
+    """tokens [B, t] int -> (final normed hidden states [B, t, D] in the compute dtype, the updated KV cache
+    when one is given (init_cache), each layer's router aux {name: [L]} ({} if dense)); start: position of
+    tokens[:, 0], an int or one per row [B]. segments [B, t]: packed examples (instruct.py), each attending only to itself,
     at positions from 0. adapt (lora.py): (weights of layer l, adapt['layers'] at l) -> the weights
     layer l computes with, applied inside the scan, so one layer's adapted weights exist at a time."""
     ct = jnp.dtype(cfg.compute_dtype)
@@ -174,18 +190,19 @@ def hidden(params, tokens, cfg: Config, cache=None, start=0, segments=None, adap
     def body(x, layer):
         p_l, c_l, a_l = layer
         p_l = p_l if adapt is None else jax.tree.map(lambda w: w.astype(ct), adapt["fn"](p_l, a_l))
-        return block(cfg, x, p_l, pos, c_l, segments)
+        x, c_l, aux = block(cfg, x, p_l, pos, c_l, segments)
+        return x, (c_l, aux)
 
     if cfg.remat:
         body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-    xs = (p["blocks"], None if cache is None else (cache["k"], cache["v"]), None if adapt is None else adapt["layers"])
-    x, new = jax.lax.scan(body, x, xs, unroll=cfg.unroll)  # unrolled, XLA:CPU runs the 30M model 4% faster
-    return rms_norm(x), (None if cache is None else {"k": new[0], "v": new[1]})
+    xs = (p["blocks"], cache, None if adapt is None else adapt["layers"])
+    x, (cache, aux) = jax.lax.scan(body, x, xs, unroll=cfg.unroll)  # unrolled, XLA:CPU runs the 30M model 4% faster
+    return rms_norm(x), cache, aux
 
 
 def forward(params, tokens, cfg: Config, cache=None, start=0):
     """tokens [B, t] -> logits [B, t, V] in fp32 (and the new KV cache when one is given)."""
-    h, cache_out = hidden(params, tokens, cfg, cache, start)
+    h, cache_out, _ = hidden(params, tokens, cfg, cache, start)
     logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=_f32(h))  # [B, t, V]
     return logits if cache is None else (logits, cache_out)
 
@@ -196,42 +213,53 @@ def attention_logits(cfg: Config, x, p_l, pos):
     return jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32)) / math.sqrt(cfg.head_dim)
 
 
+def layer_by_layer(params, tokens, cfg: Config, f):
+    """A forward pass over tokens [B, T] that shows each layer: -> (the embedding output [B, T, D], the final normed
+    hidden states, f(causal [T, T], the layer's input, its weights, pos, its output, its router aux) stacked over L)."""
+    p = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params)
+    x0 = p["embed"][tokens]  # [B, T, D]
+    pos = jnp.arange(tokens.shape[1])
+    causal = pos[:, None] >= pos  # [T, T]
+
+    def body(x, p_l):
+        y, _, aux = block(cfg, x, p_l, pos)
+        return y, f(causal, x, p_l, pos, y, aux)
+    x, out = jax.lax.scan(body, x0, p["blocks"])
+    return x0, rms_norm(x), out
+
+
 def activations(params, tokens, cfg: Config):
     """Every activation type of a forward pass over tokens [B, T] (benchmarks/coord_check.py): the embedding
     output [B, T, D], each block's attention logits [L, B, N, T, T] (0 at future keys) and output [L, B, T, D],
     the output logits [B, T, V]; fp32."""
-    p = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params)
-    x = p["embed"][tokens]  # [B, T, D]
-    pos = jnp.arange(tokens.shape[1])
-    causal = pos[:, None] >= pos  # [T, T]
-
-    def body(x, p_l):
-        s = jnp.where(causal, attention_logits(cfg, x, p_l, pos), 0.0)
-        x = block(cfg, x, p_l, pos)[0]
-        return x, (s, x.astype(jnp.float32))
-    x_last, (attn, out) = jax.lax.scan(body, x, p["blocks"])
-    logits = jnp.dot(rms_norm(x_last), p["unembed"], preferred_element_type=jnp.float32)  # [B, T, V]
-    return dict(embed=x.astype(jnp.float32), attn_logits=attn, blocks=out, logits=logits)
+    layer = lambda causal, x, p_l, pos, y, aux: (
+        jnp.where(causal, attention_logits(cfg, x, p_l, pos), 0.0), y.astype(jnp.float32))
+    x0, h, (attn, out) = layer_by_layer(params, tokens, cfg, layer)
+    logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=jnp.float32)  # [B, T, V]
+    return dict(embed=x0.astype(jnp.float32), attn_logits=attn, blocks=out, logits=logits)
 
 
-def largest_logits(params, tokens, cfg: Config):
-    """(largest attention logit, largest output logit) of a forward pass over tokens [B, T]: train.py's log
-    line, a watch on the logit growth that precedes a blow-up; one layer's logits at a time."""
-    p = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params)
-    pos = jnp.arange(tokens.shape[1])
-    causal = pos[:, None] >= pos  # [T, T]
-
-    def body(x, p_l):
+def watch(params, tokens, cfg: Config):
+    """train.py's log-line watch on a forward pass over tokens [B, T], one layer's logits at a time: the largest
+    attention logit and output logit (logit growth precedes a blow-up); with experts, the fraction of the choices
+    dropped (mean over layers) and the busiest expert's load over the mean (the worst layer's)."""
+    def layer(causal, x, p_l, pos, y, aux):
         top = jnp.max(jnp.where(causal, attention_logits(cfg, x, p_l, pos), -jnp.inf))
-        return block(cfg, x, p_l, pos)[0], top
-    x, top = jax.lax.scan(body, p["embed"][tokens], p["blocks"])
-    logits = jnp.dot(rms_norm(x), p["unembed"], preferred_element_type=jnp.float32)  # [B, T, V]
-    return jnp.max(top), jnp.max(logits)
+        return top, {k: aux[k] for k in ("dropped", "max_load") if k in aux}
+    _, h, (top, aux) = layer_by_layer(params, tokens, cfg, layer)
+    logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=jnp.float32)  # [B, T, V]
+    out = dict(max_attn_logit=jnp.max(top), max_logit=jnp.max(logits))
+    return out if not aux else dict(out, dropped=aux["dropped"].mean(), max_load=aux["max_load"].max())
 
 
 def init_cache(cfg: Config, batch_size, max_len):
+    """The KV cache of L layers, B rows, S positions: k, v [L, B, S, N, H]; with experts also each position's
+    experts [L, B, S, k] (-1: none yet), which moe.mlp counts for its capacity."""
     shape = (cfg.n_layers, batch_size, max_len, cfg.n_heads, cfg.head_dim)  # [L, B, S, N, H]
-    return {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+    cache = {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+    if cfg.n_experts:
+        cache["route"] = jnp.full((cfg.n_layers, batch_size, max_len, cfg.top_k), -1, jnp.int32)
+    return cache
 
 
 def positions(segments):
@@ -255,8 +283,9 @@ def loss_fn(params, batch, cfg: Config, adapt=None):
     """Mean next-token cross-entropy over positions 0..T-2 of tokens [B, T] (last position unscored); of a
     packed batch (batch_parts), the mean over the tokens its mask scores."""
     tokens, segments, mask = batch_parts(batch)
-    h, _ = hidden(params, tokens, cfg, segments=segments, adapt=adapt)
-    return head_loss(h, params["unembed"], tokens, cfg, mask)
+    h, _, aux = hidden(params, tokens, cfg, segments=segments, adapt=adapt)
+    loss = head_loss(h, params["unembed"], tokens, cfg, mask)
+    return loss + moe.loss(cfg, aux) if cfg.n_experts else loss  # + the router losses of every layer
 
 
 def head_loss(h, unembed, tokens, cfg: Config, mask=None):
@@ -277,14 +306,18 @@ def head_loss(h, unembed, tokens, cfg: Config, mask=None):
 
 def count_params(cfg: Config):
     """Paper Table 1 conventions: non-embedding 12·L·D² (for N·H = D, F = 4D); active adds one V·D
-    embedding matrix; total counts both untied embeddings."""
-    D, L, V, F = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.mlp_ratio * cfg.d_model
-    nonembed = L * (4 * D * cfg.n_heads * cfg.head_dim + 2 * D * F)
-    return {"nonembed": nonembed, "active": nonembed + V * D, "total": nonembed + 2 * V * D}
+    embedding matrix; total counts both untied embeddings. With experts (moe.py) a token runs top_k of the E
+    expert MLPs and the router D·E: non-embedding and active count those, total counts every expert."""
+    D, L, V, F, E = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.mlp_ratio * cfg.d_model, cfg.n_experts
+    attn, mlp = 4 * D * cfg.n_heads * cfg.head_dim, 2 * D * F
+    nonembed = L * (attn + (cfg.top_k * mlp + D * E if E else mlp))
+    every = L * (attn + (E * mlp + D * E if E else mlp))
+    return {"nonembed": nonembed, "active": nonembed + V * D, "total": every + 2 * V * D}
 
 
 def flops_per_token(cfg: Config):
     """Training FLOPs per token, 6·N + 12·L·T·D (PaLM App. B), N = non-embedding + output embedding.
-    The input embedding is a gather, not a matmul, so it costs no FLOPs."""
+    The input embedding is a gather, not a matmul, so it costs no FLOPs. With experts N is the active count
+    (top_k experts and the router); the dispatch's gathers and unused capacity slots are not counted."""
     N = count_params(cfg)["active"]
     return 6 * N + 12 * cfg.n_layers * cfg.seq_len * cfg.d_model

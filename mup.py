@@ -29,7 +29,9 @@ keeps LR × weight decay fixed).
 import math
 
 PARAMETRIZATIONS = ("sp", "mup")
-GROUP = {"embed": "input", "unembed": "output", **dict.fromkeys(("q", "k", "v", "o", "up", "down"), "hidden")}
+# the router [D, E] of an MoE (moe.py) is a readout: D Θ(1) features summed into E (fixed) logits, as unembed
+GROUP = {"embed": "input", "unembed": "output", "router": "output",
+         **dict.fromkeys(("q", "k", "v", "o", "up", "down"), "hidden")}
 
 # init std against the base width's (SP's formula read at base_width), as a power of m
 INIT_POWER = {"input": 0.0, "hidden": -0.5, "output": -1.0}
@@ -39,7 +41,8 @@ LR_POWER = {
     "signum": {"input": 0.0, "hidden": -1.0, "output": -1.0},
     "sgd": {"input": 1.0, "hidden": 0.0, "output": -1.0},
     "adafactor": {"input": 0.0, "hidden": -0.5, "output": 0.0},
-    "muon": {"input": 0.0, "output": -1.0, "q": -0.5, "k": -0.5, "v": -0.5, "o": -1.0, "up": 0.0, "down": 0.0},
+    "muon": {"input": 0.0, "output": -1.0, "q": -0.5, "k": -0.5, "v": -0.5, "o": -1.0, "up": 0.0, "down": 0.0,
+             "router": -0.5},  # the router [D, E] is orthogonalized like a head's q [D, H]: E fixed as H is
 }
 
 
@@ -78,8 +81,8 @@ def describe(cfg, lr, muon_lr=None):
     if p == "sp":
         return [head]
     lines = [head, "  weight    init std x   LR x      peak LR"]
-    for name in GROUP:
-        peak = muon_lr if opt == "muon" and GROUP[name] == "hidden" else lr
+    for name in (n for n in GROUP if n != "router" or cfg.get("n_experts")):
+        peak = muon_lr if opt == "muon" and name not in ("embed", "unembed") else lr  # Muon: every block weight
         s = m ** lr_power(name, opt)
         lines.append(f"  {name:8s}  {init_scale(name, p, D, base):<10.4g}   {s:<8.4g}  {peak * s:.4g}")
     return lines

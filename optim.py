@@ -233,28 +233,30 @@ def muon(lr, muon_lr, muon_b1=0.95, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
 ADAFACTOR_DECAYS = ("fixed", "power")  # β2 every step from t2 (ours) | 1 − (t+1)^(−b2) (the authors')
 
 
-def layer_blocks(params, layers="blocks", fused=("q", "k", "v")):
+def layer_blocks(params, layers="blocks", fused=("q", "k", "v"), experts=("up", "down")):
     """Adafactor's blocks as the authors keep them (one weight per layer): each leaf of params[layers] is
     stacked [L, ...] and is L blocks, one per layer, and the `fused` leaves of a layer are one block (their
-    q, k, v are one [3, N, D, H] kernel); every other leaf is one block. A tree like params of
-    (block name, stacked) pairs."""
+    q, k, v are one [3, N, D, H] kernel); an MoE's `experts` leaves [L, E, ...] are L·E blocks, one per expert
+    matrix (moe.py); every other leaf is one block. A tree like params of (block name, leading axes: 0 the
+    whole leaf, 1 per layer, 2 per layer and expert) pairs."""
     def name(path, x):
         keys = [str(getattr(k, "key", k)) for k in path]
-        stacked = keys[0] == layers and x.ndim > 1
-        return ("/".join(keys[:-1] + ["+".join(fused)]) if stacked and keys[-1] in fused else "/".join(keys)), stacked
+        lead = (2 if keys[-1] in experts and x.ndim == 4 else 1) if keys[0] == layers and x.ndim > 1 else 0
+        return ("/".join(keys[:-1] + ["+".join(fused)]) if lead and keys[-1] in fused else "/".join(keys)), lead
     return jax.tree_util.tree_map_with_path(name, params)
 
 
 def block_rms(tree, blocks):
-    """RMS of each block of tree (see layer_blocks), broadcast back to each leaf: [L, 1, ...] or []."""
+    """RMS of each block of tree (see layer_blocks), broadcast back to each leaf: [L, 1, ...], [L, E, 1, ...]
+    or []."""
     if blocks is None:
         return jax.tree.map(lambda x: jnp.sqrt(jnp.mean(x * x)), tree)
     leaves, ids = jax.tree.leaves(tree), jax.tree.leaves(blocks, is_leaf=lambda b: isinstance(b, tuple))
     sums, counts = {}, {}
-    for x, (b, stacked) in zip(leaves, ids):
-        axes = tuple(range(1, x.ndim)) if stacked else None  # per layer, or the whole leaf
-        sums[b] = sums.get(b, 0.0) + jnp.sum(x * x, axis=axes, keepdims=stacked)
-        counts[b] = counts.get(b, 0) + x.size // (x.shape[0] if stacked else 1)
+    for x, (b, lead) in zip(leaves, ids):
+        axes = tuple(range(lead, x.ndim)) if lead else None  # per layer (and expert), or the whole leaf
+        sums[b] = sums.get(b, 0.0) + jnp.sum(x * x, axis=axes, keepdims=bool(lead))
+        counts[b] = counts.get(b, 0) + x.size // math.prod(x.shape[:lead])
     return jax.tree.unflatten(jax.tree.structure(tree), [jnp.sqrt(sums[b] / counts[b]) for b, _ in ids])
 
 

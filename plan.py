@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import jax
 import jax.numpy as jnp
 
+import moe
 import sharding
 from common import fail
 
@@ -133,7 +134,7 @@ def activation_bytes(cfg, mcfg, mesh, remat=None):
     A block keeps 4 tensors [b, T, D] (its input, both norms, the mid residual), 6 head-width ones (q, k, v,
     then q, k after qk-norm and RoPE, the attention output), the attention probabilities (XLA's attention keeps
     them; 3/4 of [b, N, T, T]: model.causal_attention skips the masked quarter) and 2 [b, T, F] (the MLP
-    before and after GELU). With remat (or the fused step, which recomputes each layer: remat=True) only each
+    before and after GELU; an MoE's expert slots instead). With remat (or the fused step, which recomputes each layer: remat=True) only each
     block's input is kept and one block is recomputed at a time.
     The loss keeps the final hidden state and one chunk of logits [b·T, ce_chunk] in fp32, two while
     differentiating (kernels.cross_entropy)."""
@@ -141,7 +142,9 @@ def activation_bytes(cfg, mcfg, mesh, remat=None):
     F, m, c = mcfg.mlp_ratio * D, mesh.shape["model"], jnp.dtype(mcfg.compute_dtype).itemsize
     b = cfg["batch_size"] // cfg["grad_accum"] // mesh.shape["data"]
     split = lambda n: m if n % m == 0 else 1
-    block = b * T * c * (4 * D + 6 * D / split(N) + 2 * F / split(F) + 0.75 * N * T / split(N))
+    E = mcfg.n_experts  # experts: the MLP's tensors are its E·C slots per sequence [b, E, C, F or D] (moe.py)
+    mlp = 2 * F / split(F) if not E else (2 * F + 2 * D) * E * moe.capacity(mcfg) / T / split(E)
+    block = b * T * c * (4 * D + 6 * D / split(N) + mlp + 0.75 * N * T / split(N))
     kept = L * b * T * D * c if (mcfg.remat if remat is None else remat) else (L - 1) * block
     return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
 
@@ -199,9 +202,13 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None, fused
     gb = lambda x: f"{x / 1e9:9.3f} GB"
     log(f"plan: {n} x {kind} as mesh data {mesh.shape['data']} x model {mesh.shape['model']}"
         f"{' (planned: not present here)' if planned else ''}")
+    E, k = mcfg.n_experts, mcfg.top_k
+    moe_note = (f" (MoE: a token runs {k} of {E} experts; the active count has {k}, FLOPs and MFU count active "
+                "weights)") if E else ""
     log(f"  params     {run['params_nonembed']:,} non-embedding, {run['params_active']:,} active, "
-        f"{run['params_total']:,} total (untied embeddings)")
-    log(f"  FLOPs      {run['flops_per_token']:.3g} per token (6N + 12LTD), {flops_step:.3g} per step of {B * T:,} "
+        f"{run['params_total']:,} total (untied embeddings){moe_note}")
+    log(f"  FLOPs      {run['flops_per_token']:.3g} per token (6N + 12LTD{', N active' if E else ''}), "
+        f"{flops_step:.3g} per step of {B * T:,} "
         f"tokens, {run['n_steps'] * flops_step:.3g} for {run['n_steps']:,} steps")
     log(f"  time       {hours:,.1f} h at 100% MFU ({peak / 1e12:.4g} TFLOP/s per device, {peak_src}); "
         f"{hours / cfg['plan_mfu']:,.1f} h at plan_mfu {cfg['plan_mfu']:.0%}")
@@ -224,7 +231,7 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None, fused
         log("  warning: the estimate exceeds the device memory; more devices, a larger mesh_model, remat=True "
             "or a larger grad_accum (smaller micro-batches) would fit")
     whole = [f"{p[-1].key} {list(x.shape)}" for (p, x), s in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0],
-             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, sharding.RULES[p[-1].key]) if r)]
+             jax.tree.leaves(shard["params"])) if any(a is None for a, r in zip(s.spec, sharding.rule(p[-1].key, x.shape)) if r)]
     if whole:
         log(f"  not split over some mesh axis (it does not divide the dimension): {', '.join(whole)}")
     return dict(mem=mem, hours=hours, peak=peak, measured=peak_src.startswith("measured"), hbm=hbm, kind=kind,

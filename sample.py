@@ -41,7 +41,7 @@ def sample_logits(logits, key, temperature, top_k):
 def extend(params, cache, tokens, start, key, cfg, temperature, top_k, last=None):
     """Write tokens [B, t] into the cache at positions start.. (an int, or one per row [B]) and sample the
     token after position `last` [B] of each row (default: the last)."""
-    h, cache = model.hidden(params, tokens, cfg, cache=cache, start=start)  # [B, t, D]
+    h, cache, _ = model.hidden(params, tokens, cfg, cache=cache, start=start)  # [B, t, D]
     h = h[:, -1] if last is None else h[jnp.arange(h.shape[0]), last]  # [B, D]: the logits of one position
     logits = jnp.dot(h, params["unembed"].astype(h.dtype), preferred_element_type=jnp.float32)  # [B, V]
     return sample_logits(logits, key, temperature, top_k), cache

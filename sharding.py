@@ -93,13 +93,22 @@ RULES = {"embed": ("model", "data"),  # [V, D]
          "q": (None, "data", "model", None), "k": (None, "data", "model", None), "v": (None, "data", "model", None),
          "o": (None, "model", None, "data"),  # [L, N, H, D]
          "up": (None, "data", "model"), "down": (None, "model", "data"),  # [L, D, F], [L, F, D]
+         "router": (None, "data", None),  # [L, D, E] (moe.py)
          "unembed": ("data", "model")}  # [D, V]
+# An MoE's experts (up [L, E, D, F], down [L, E, F, D]) are split over 'model' on E, expert parallelism in place of
+# tensor parallelism: each device runs its own experts' slots on whole expert matrices, FSDP over 'data' on D.
+EXPERT_RULES = {"up": (None, "model", "data", None), "down": (None, "model", None, "data")}
+
+
+def rule(name, shape):
+    """The mesh axis (or None) of each dimension of weight `name` of this shape."""
+    return EXPERT_RULES[name] if name in EXPERT_RULES and len(shape) == 4 else RULES[name]
 
 
 def param_spec(name, shape, mesh):
     # an axis that does not divide its dimension is dropped (replicated) rather than padded: jax.Arrays
     # must split evenly (GPT-2's V = 50257 is odd, so its embeddings are never split over V)
-    return P(*[a if a and shape[i] % mesh.shape[a] == 0 else None for i, a in enumerate(RULES[name])])
+    return P(*[a if a and shape[i] % mesh.shape[a] == 0 else None for i, a in enumerate(rule(name, shape))])
 
 
 def param_shardings(params, mesh):

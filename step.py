@@ -4,6 +4,7 @@ Where it is exact (fused.why_not), the train step is fused.py's instead: the sam
 layer's update inside the backward pass, so no whole gradient is held. Used by train.py and the
 benchmarks, so both time the same program.
 """
+import dataclasses
 from functools import partial
 
 import jax
@@ -131,7 +132,9 @@ def lower_train_step(cfg, mcfg, opt, shard, abs_params, abs_opt, platform=None, 
 
 def make_eval_loss(cfg, mcfg, shard):
     """(trained, batch, *frozen) -> mean loss, the train step's arguments (lora.Split): (params, batch), or
-    LoRA's (adapters, batch, base params)."""
+    LoRA's (adapters, batch, base params). With experts, the loss without the router losses (moe.py), which
+    are training's regularizers, not the model's cross-entropy: an MoE's val loss compares with a dense model's."""
+    mcfg = dataclasses.replace(mcfg, router_aux_weight=0.0, router_z_loss=0.0)
     if cfg["lora_rank"]:
         s = lora.scale(cfg)
         loss = loss_fn(mcfg, shard, adapt=lambda a: lora.adapt(a, s))
@@ -144,15 +147,14 @@ STATS_ROWS = 8  # sequences of the log step's batch that the logit watch runs fo
 
 
 def make_logit_stats(mcfg, shard):
-    """(params, batch) -> {'max_attn_logit', 'max_logit'} of one forward pass over the batch's first STATS_ROWS
-    sequences (model.largest_logits), for the log line: at a log every 512 steps of 8 sequences or fewer, a
-    forward pass in a thousand; the train step itself is left as it is."""
+    """(params, batch) -> model.watch of one forward pass over the batch's first STATS_ROWS sequences: the largest
+    attention and output logits (and with experts the dropped fraction and the largest load), for the log line:
+    at a log every 512 steps of 8 sequences or fewer, a forward pass in a thousand; the train step is left as it is."""
     gather = sharding.gather_weights(shard, mcfg.compute_dtype)
 
     def stats(params, batch):
         tokens = model.batch_parts(batch)[0]
-        attn, out = model.largest_logits(gather(params), tokens.reshape(-1, tokens.shape[-1])[:STATS_ROWS], mcfg)
-        return {"max_attn_logit": attn, "max_logit": out}
+        return model.watch(gather(params), tokens.reshape(-1, tokens.shape[-1])[:STATS_ROWS], mcfg)
     return jax.jit(stats)
 
 

@@ -65,7 +65,7 @@ def test_packed_loss_is_each_example_scored_alone():
 
 
 def logits_of(params, tokens, segments=None):
-    h, _ = model.hidden(params, jnp.asarray(tokens), CFG, segments=None if segments is None else jnp.asarray(segments))
+    h, _, _ = model.hidden(params, jnp.asarray(tokens), CFG, segments=None if segments is None else jnp.asarray(segments))
     return np.asarray(h @ params["unembed"])
 
 
@@ -100,8 +100,8 @@ def test_lora_zero_b_is_the_base_and_merged_weights_equal_the_adapters():
     adapted = model.loss_fn(params, x, CFG, adapt=lora.adapt(ad, s))
     np.testing.assert_allclose(float(model.loss_fn(merged, x, CFG)), float(adapted), rtol=1e-6)
     assert abs(float(adapted) - base) > 1e-3
-    h1, _ = model.hidden(merged, x, CFG)
-    h2, _ = model.hidden(params, x, CFG, adapt=lora.adapt(ad, s))
+    h1, _, _ = model.hidden(merged, x, CFG)
+    h2, _, _ = model.hidden(params, x, CFG, adapt=lora.adapt(ad, s))
     np.testing.assert_allclose(h1, h2, rtol=1e-5, atol=1e-5)
 
 

@@ -126,7 +126,7 @@ def test_attention_matches_a_naive_reference(params):
     y = x + np.einsum("btnh,nhd->btd", a, p["o"])
     g = rms(y) @ p["up"]
     ref = y + 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))) @ p["down"]
-    out, _ = model.block(SMALL, jnp.asarray(x, jnp.float32), jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), p),
+    out, _, _ = model.block(SMALL, jnp.asarray(x, jnp.float32), jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), p),
                          jnp.arange(8), None)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-4, atol=2e-5)
 

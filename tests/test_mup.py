@@ -99,7 +99,7 @@ def test_forward_has_no_width_multiplier():
     cfg = cfg_at(256)
     p = model.init(cfg, jax.random.PRNGKey(0))
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 256)
-    h, _ = model.hidden(p, tokens, cfg)
+    h, _, _ = model.hidden(p, tokens, cfg)
     np.testing.assert_allclose(model.forward(p, tokens, cfg), h @ p["unembed"], rtol=1e-5, atol=1e-6)
 
 
@@ -132,7 +132,7 @@ def test_coordinate_check_mup_is_flat_and_sp_grows(coord):
 
 
 def test_qk_norm_off_and_the_largest_logits():
-    """qk_norm=False: the attention logits are the raw q·k/√H; largest_logits equals the max of activations'."""
+    """qk_norm=False: the attention logits are the raw q·k/√H; model.watch's largest equal the max of activations'."""
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 256)
     for qk in (True, False):
         cfg = cfg_at(64, "sp", qk_norm=qk)
@@ -146,7 +146,7 @@ def test_qk_norm_off_and_the_largest_logits():
         s = jnp.einsum("btnh,bsnh->bnts", q, k) / 4.0  # √H = 4
         causal = np.tril(np.ones((16, 16), bool))
         np.testing.assert_allclose(x["attn_logits"][0], np.where(causal, s, 0), rtol=1e-4, atol=1e-5)
-        attn, out = model.largest_logits(p, tokens, cfg)
+        attn, out = model.watch(p, tokens, cfg).values()
         assert float(attn) == pytest.approx(float(jnp.max(jnp.where(causal, x["attn_logits"], -jnp.inf))), rel=1e-6)
         assert float(out) == pytest.approx(float(x["logits"].max()), rel=1e-6)
         # the plain model.loss_fn path agrees with activations' logits (one forward, two readings)
@@ -194,4 +194,4 @@ def test_dry_run_prints_each_groups_lr(capsys):
     for name, (init, mult, peak) in rows.items():
         want = {"embed": (1, 1), "unembed": (1 / m, 1 / m)}.get(name, (m ** -0.5, 1 / m))
         assert (init, mult) == pytest.approx(want, rel=1e-3) and peak == pytest.approx(1.6e-3 * want[1], rel=1e-3)
-    assert len(rows) == len(mup.GROUP)
+    assert len(rows) == len(mup.GROUP) - 1  # a dense model has no router

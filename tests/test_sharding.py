@@ -49,7 +49,8 @@ def losses(out):
     return [r["train_loss"] for r in rows if "train_loss" in r] + [r["val_loss"] for r in rows if "val_loss" in r]
 
 
-NOISE = {2: dict(noise_every=2 * B * T)}  # the (4, 2) mesh and the 1-device reference measure the noise scale
+NOISE = {2: dict(noise_every=2 * B * T)}
+MOE = dict(n_experts=4, mlp_ratio=2, capacity_factor=1.0)  # 4 experts over the (2, 4) mesh's 'model': one a device  # the (4, 2) mesh and the 1-device reference measure the noise scale
 
 
 def noise(out):
@@ -137,6 +138,12 @@ def meshes(work):
     out["noise"] = noise(Path(work) / "m2")
     train.main(args(work, "bf16_m2", mesh_model=2, param_dtype="bfloat16", rounding="stochastic"))
     out["losses"]["bf16 m2"] = losses(Path(work) / "bf16_m2")
+    cfg = train.main(args(work, "moe_m4", mesh_model=4, **MOE))["config"]
+    out["losses"]["moe m4"] = losses(Path(work) / "moe_m4")
+    import config
+    import model
+    abs_p = jax.eval_shape(lambda k: model.init(config.model_config(cfg), k), jax.random.PRNGKey(0))
+    out["moe_up_spec"] = list(sharding.param_shardings(abs_p, sharding.make_mesh(cfg))["blocks"]["up"].spec)
     plan = train.main(args(work, "dry", mesh_model=2, dry_run=True))["plan"]  # compiles for the real (4, 2) mesh
     out["dry_run"] = dict(mem=plan["mem"], xla=plan["xla"])
     for m in MESHES:  # the arrays as created on every mesh; after a compiled step on the one with both axes split
@@ -179,9 +186,10 @@ def work(tmp_path_factory):
 def single(work):
     """The same runs on one CPU device."""
     import train
-    for out, kw in (("ref", NOISE[2]), ("bf16_ref", dict(param_dtype="bfloat16", rounding="stochastic"))):
+    for out, kw in (("ref", NOISE[2]), ("bf16_ref", dict(param_dtype="bfloat16", rounding="stochastic")),
+                    ("moe_ref", MOE)):
         train.main(args(work, out, **kw))
-    print("RESULT " + json.dumps({**{k: losses(Path(work) / k) for k in ("ref", "bf16_ref")},
+    print("RESULT " + json.dumps({**{k: losses(Path(work) / k) for k in ("ref", "bf16_ref", "moe_ref")},
                                   "noise": noise(Path(work) / "ref")}))
 
 
@@ -219,6 +227,15 @@ def test_every_mesh_trains_like_one_device(sharded, single_runs, m):
     assert len(got) == len(ref) == STEPS + 1
     assert np.max(np.abs(np.array(got) - ref)) <= 5e-5, (got, ref)
     assert ref[-2] < ref[0] - 0.3  # and it does learn: the synthetic stream is predictable
+
+
+def test_moe_with_experts_split_over_model_trains_like_one_device(sharded, single_runs):
+    """An MoE (4 experts of F 128, top 2) on the (2, 4) mesh, each device holding one expert (expert parallelism,
+    sharding.EXPERT_RULES), trains like one device: the same tolerance as the dense meshes (fp32 reassociation)."""
+    got, ref = sharded["losses"]["moe m4"], single_runs["moe_ref"]
+    assert sharded["moe_up_spec"] == [None, "model", "data", None]  # up [L, E, D, F]: E over 'model', D over 'data'
+    assert len(got) == len(ref) == STEPS + 1 and np.max(np.abs(np.array(got) - ref)) <= 5e-5, (got, ref)
+    assert ref[-2] < ref[0] - 0.3 and np.max(np.abs(np.array(ref) - single_runs["ref"])) > 1e-3  # not the dense run
 
 
 def test_noise_scale_on_a_mesh_equals_one_device(sharded, single_runs):
