@@ -194,8 +194,8 @@ def test_fused_step_every_optimizer_and_lora_on_stacked_experts():
 
 
 def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch):
-    """Ctrl-C at step 9 of 16 (batch 2, T 32, a synthetic stream): the checkpoint and resume give the uninterrupted
-    run's losses, router stats and final weights bit for bit."""
+    """Ctrl-C at step 9 of 16 (batch 2, T 32, a synthetic stream; bf16 weights with stochastic rounding, the fused
+    step): the checkpoint and resume give the uninterrupted run's losses, router stats and final weights bit for bit."""
     import signal
     import data
     import train
@@ -209,6 +209,7 @@ def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch)
                                "--head_dim=16", "--seq_len=32", "--batch_size=2", "--train_tokens=1024",
                                "--log_every=192", "--eval_every=512", "--eval_tokens=256", "--lr=3e-3", "--t2=10000",
                                "--n_experts=4", "--mlp_ratio=2", "--capacity_factor=1.0", "--fused_update=True",
+                               "--param_dtype=bfloat16", "--rounding=stochastic",
                                f"--out_dir={tmp_path / out}", *more]
     train.main(argv("whole"))
     get = data.get_batch
@@ -227,3 +228,21 @@ def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch)
     with np.load(tmp_path / "whole" / "ckpt_000000016" / "arrays.npz") as a, \
             np.load(tmp_path / "cut" / "ckpt_000000016" / "arrays.npz") as b:
         assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_gpt3_moe_dry_run_counts_active_and_total_and_compiles(capsys):
+    """configs/gpt3_moe.py: GPT-3 XL's 1.31B active parameters (its FLOPs per token: 8 experts of F 2D, 2 a token)
+    of 3.83B in all; and a 2-layer cut of it compiles for one planned chip (compile-only TPU with libtpu, else the
+    CPU stand-in) with the memory XLA counts."""
+    import train
+    run = train.main(["configs/gpt3_moe.py", "--dry_run=True", "--plan_compile=False"])
+    text = capsys.readouterr().out
+    dense = model.Config(d_model=2048, n_layers=24, seq_len=2048, vocab_size=50257, head_dim=128)
+    assert run["params_active"] == model.count_params(dense)["active"] + 24 * 2048 * 8  # + the routers
+    assert run["params_total"] == model.count_params(dense)["total"] + 24 * (6 * 2 * 2048 * 4096 + 2048 * 8)
+    assert "a token runs 2 of 8 experts" in text and "lowered the sharded train step" in text
+    run = train.main(["configs/gpt3_moe.py", "--dry_run=True", "--plan_devices=1", "--plan_device=TPU v5 lite",
+                      "--mesh_model=1", "--n_layers=2", "--vocab_size=1024", "--seq_len=128", "--batch_size=8",
+                      "--grad_accum=1"])
+    xla = run["plan"]["xla"]
+    assert xla["arguments"] >= run["plan"]["mem"]["params"] + run["plan"]["mem"]["optimizer state"] and xla["peak"] > 0
