@@ -391,18 +391,62 @@ def main_mup(paths, plt):
         plt.close("all")
 
 
+def moe_name(r):
+    return "MoE 8 experts, top 2" if int(r.get("n_experts") or 0) else "dense"
+
+
+def moe_table(rows):
+    """Per batch size and model: the best LR (seeds averaged), its val loss per seed and mean, tokens/s at it, and
+    the MoE's dropped fraction and busiest expert's load (max / mean) at the end of the run."""
+    out = ["| batch | model | best LR | val loss (seeds) | mean | tokens/s | dropped | max / mean load |",
+           "|---|---|---|---|---|---|---|---|"]
+    for B in batch_sizes(rows):
+        for name in sorted({moe_name(r) for r in rows}, key=lambda n: n != "dense"):
+            sub = [dict(r, model=moe_name(r)) for r in rows if r["batch_size"] == B and moe_name(r) == name]
+            cur = {lr: v for lr, (v, _) in mean_by(sub, "lr", {}).items() if v < math.inf}
+            if not cur:
+                continue
+            lr = min(cur, key=cur.get)
+            at = [r for r in sub if r["lr"] == lr and r["status"] == "done"]
+            mean = lambda k: sum(float(r[k]) for r in at) / len(at) if all(r.get(k) not in (None, "") for r in at) else None
+            fmt = lambda v, f: "-" if v is None else format(v, f)
+            out.append(f"| {B} | {name} | {lr:g} | " + " / ".join(f"{r['final_val_loss']:.4f}" for r in at) +
+                       f" | {cur[lr]:.4f} | {fmt(mean('tokens_per_s'), ',.0f')} | {fmt(mean('dropped'), '.3f')} | "
+                       f"{fmt(mean('max_load'), '.2f')} |")
+    return out
+
+
+def plot_moe(rows, axes):
+    """axes [batch sizes]: final val loss (seeds averaged) against LR, dense next to MoE."""
+    for ax, B in zip(axes, batch_sizes(rows)):
+        sub = [dict(r, model=moe_name(r)) for r in rows if r["batch_size"] == B]
+        curves = {m: mean_by(sub, "lr", dict(model=m)) for m in sorted({r["model"] for r in sub}, key=lambda n: n != "dense")}
+        band = y_range(ax, [v for c in curves.values() for v, _ in c.values()])
+        for i, (m, c) in enumerate(curves.items()):
+            line(ax, [(lr, v) for lr, (v, _) in c.items() if v < math.inf], "o-", color=f"C{i}", label=m)
+            line(ax, [(lr, band) for lr, (v, _) in c.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
+        ax.set(xscale="log", xlabel="peak LR", ylabel="final val loss (nats/byte)", title=f"Adam, batch {B}")
+    legend(list(axes), fontsize=8)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", help="the fig1a sweep's CSV (optimizers x batch sizes x LR)")
     ap.add_argument("csv95", nargs="?", help="the fig5 sweep's CSV (Adam, β2 = 0.95 at every batch size)")
     ap.add_argument("--finetune", action="store_true", help="csv is sweeps/finetune.py's: its figure and table")
     ap.add_argument("--mup", action="store_true", help="the CSVs are sweeps/mup_transfer.py's and/or stability.py's")
+    ap.add_argument("--moe", action="store_true", help="csv is sweeps/moe.py's: MoE against dense")
     a = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if a.mup:
         return main_mup([a.csv] + ([a.csv95] if a.csv95 else []), plt)
+    if a.moe:
+        rows = read(a.csv)
+        plot_moe(rows, plt.subplots(1, len(batch_sizes(rows)), figsize=(5 * len(batch_sizes(rows)), 4), squeeze=False)[1][0])
+        save(plt, os.path.join(os.path.dirname(a.csv), "moe.png"))
+        return print("\n".join(moe_table(rows)))
     if a.finetune:
         plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "finetune.png"))

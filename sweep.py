@@ -20,7 +20,7 @@ MAX_POINTS_PER_GROUP = 16  # a tuning rule stops extending a grid here (a loss t
 FINAL = ("done", "diverged", "failed")
 RESULT_KEYS = ("status final_val_loss best_val_loss final_val_bpb final_val_accuracy final_train_loss tokens_per_s mfu "
                "peak_memory_mb memory wall_s attempts train_tokens n_steps run_b1 run_b2 run_t1 run_t2 max_attn_logit "
-               "max_logit loss_spikes reason").split()
+               "max_logit loss_spikes dropped max_load reason").split()
 SPIKE = 0.5  # nats: a log window's mean train loss this far above the window before it is a loss spike
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
 
@@ -197,6 +197,7 @@ def result(out, rc):
         return None
     train, peak = [None] + [m["train_loss"] for m in r["metrics"] if "train_loss" in m], summ.get("peak_memory_bytes")
     top = lambda k: max((m[k] for m in r["metrics"] if k in m), default=None)  # the largest logits the log saw
+    last = lambda k: next((m[k] for m in reversed(r["metrics"]) if k in m), None)
     return dict(status="diverged" if rc == DIVERGED else "failed" if rc else "done",
                 reason=f"killed by {signal.Signals(-rc).name}" if rc < 0 else err if rc else "",
                 **{f"final_{k}": final.get(k) for k in ("val_loss", "val_bpb", "val_accuracy")},
@@ -205,6 +206,7 @@ def result(out, rc):
                 wall_s=sum(a["seconds"] for a in ended), attempts=len(ended), train_tokens=run.get("train_tokens"),
                 n_steps=run.get("n_steps"), **{f"run_{k}": run.get(k) for k in ("b1", "b2", "t1", "t2")},  # as resolved
                 max_attn_logit=top("max_attn_logit"), max_logit=top("max_logit"),
+                **{k: last(k) for k in ("dropped", "max_load")},  # an MoE's routing in its last log window
                 loss_spikes=sum(b - a > SPIKE for a, b in zip(train[1:], train[2:])))
 
 class Runner:
