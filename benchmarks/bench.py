@@ -13,7 +13,7 @@ excluded; every variant is timed in --rounds alternating rounds, and the median 
     python benchmarks/bench.py [config.py] [--key=value ...] [--batches=1,4,16,64] [--rounds=3] [--seconds=1]
 
 --sections=speed,steps,memory (the default) picks sections; also `finetune` (the fine-tuning comparison's memory)
-and `mup` (SP against μP at m = 2, side by side).
+`mup` (SP against μP at m = 2) and `moe` (dense against an MoE of the same active size), each side by side.
 """
 import ctypes
 import json
@@ -165,23 +165,33 @@ def steps_per_call(cfg, ks, rounds, seconds):
         print(f"| {k} | {tps[k]:,.0f} | {tps[k] / tps[ks[0]]:.2f}x |")
 
 
-def parametrizations(cfg, batches, rounds, seconds):
-    """SP against μP at twice the base width (m = 2, so every weight group has a multiplier that is not 1), the
-    same config otherwise, timed in alternating rounds: μP's per-weight LR multipliers are its only cost."""
-    rng, timers = np.random.default_rng(0), {}
+# side-by-side sections: (title, config -> {name: overrides}); the second variant is timed against the first
+PAIRS = {
+    "mup": ("SP against μP at m = 2 (base width D/2: every weight group has a multiplier that is not 1); μP's "
+            "per-weight LR multipliers are its only cost",
+            lambda c: {"SP": {}, "μP": dict(parametrization="mup", base_width=c["d_model"] // 2)}),
+    "moe": ("dense against MoE: 8 experts of F = mlp_ratio/2 x D, 2 a token (the same active parameters and FLOPs "
+            "per token, 4x the MLP weights; moe.py)",
+            lambda c: {"dense": {}, "MoE": dict(n_experts=8, top_k=2, mlp_ratio=c["mlp_ratio"] // 2)}),
+}
+
+
+def side_by_side(cfg, batches, rounds, seconds, section):
+    """Two variants of the config (PAIRS[section]), each batch size, timed in alternating rounds."""
+    title, make = PAIRS[section]
+    ways, rng, timers = make(cfg), np.random.default_rng(0), {}
     for B in batches:
-        for p in ("sp", "mup"):
-            c = dict(cfg, batch_size=B, parametrization=p, base_width=cfg["d_model"] // 2 if p == "mup" else 0)
-            step, params, state, sh = build(c)
+        for name, over in ways.items():
+            step, params, state, sh = build(dict(cfg, batch_size=B, **over))
             batch = jax.device_put(rng.integers(0, cfg["vocab_size"], (B, cfg["seq_len"]), dtype=np.int32), sh)
-            timers[B, p] = timer(lambda p_, s, b, i, f=step: f(p_, s, b, i), (params, state, batch, np.int32(0)),
-                                 B * cfg["seq_len"], seconds)
+            timers[B, name] = timer(lambda p_, s, b, i, f=step: f(p_, s, b, i), (params, state, batch, np.int32(0)),
+                                    B * cfg["seq_len"], seconds)
     tps = measure(timers, rounds)
-    print(f"\n## SP against μP (base width {cfg['d_model'] // 2}, m = 2), {cfg['optimizer']}, "
-          f"fused_update={cfg['fused_update']}\n")
-    print("| batch size | SP tokens/s | μP tokens/s | μP / SP |\n|---|---|---|---|")
+    a, b = ways
+    print(f"\n## {title}; {cfg['optimizer']}, fused_update={cfg['fused_update']}\n")
+    print(f"| batch size | {a} tokens/s | {b} tokens/s | {b} / {a} |\n|---|---|---|---|")
     for B in batches:
-        print(f"| {B} | {tps[B, 'sp']:,.0f} | {tps[B, 'mup']:,.0f} | {tps[B, 'mup'] / tps[B, 'sp']:.3f} |")
+        print(f"| {B} | {tps[B, a]:,.0f} | {tps[B, b]:,.0f} | {tps[B, b] / tps[B, a]:.3f} |")
 
 
 def _reset_peak_rss():
@@ -280,8 +290,8 @@ def main(argv):
         speed(cfg, [int(b) for b in own["batches"].split(",")], rounds, seconds)
     if "steps" in sections:
         steps_per_call(cfg, [int(k) for k in own["steps_per_call"].split(",")], rounds, seconds)
-    if "mup" in sections:
-        parametrizations(cfg, [int(b) for b in own["batches"].split(",")], rounds, seconds)
+    for section in (s for s in sections if s in PAIRS):
+        side_by_side(cfg, [int(b) for b in own["batches"].split(",")], rounds, seconds, section)
     if "memory" in sections:
         memory(argv)
     if "finetune" in sections:  # the fine-tuning comparison's memory (docs/finetuning.md)
