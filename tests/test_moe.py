@@ -193,6 +193,20 @@ def test_fused_step_every_optimizer_and_lora_on_stacked_experts():
         config.parse(["configs/tiny_gpt2.py", "--n_experts=4", "--lora_rank=2"])
 
 
+def test_fused_step_takes_a_stacked_router_where_its_state_is_per_layer():
+    """GPT-3 XL's router [24, 2048, 8] has its layer axis among its two largest: AdamW, Muon and Adafactor (whose
+    128 floor leaves it unfactored) still fuse; an Adafactor that would factor it over (L, D) does not."""
+    import config
+    import fused
+    import optim
+    cfg = config.parse(["configs/gpt3_moe.py", "--batch_size=1", "--grad_accum=1"])
+    abs_p = jax.eval_shape(partial(model.init, config.model_config(cfg)), jax.random.PRNGKey(0))
+    why = lambda opt: fused.why_not(cfg, opt, abs_p, jax.eval_shape(opt.init, abs_p))
+    assert why(optim.build("adamw", 1e-3, 0.9, 0.99)) is None and why(optim.build("adafactor", 1e-3, 0.0, 0.99)) is None
+    assert why(optim.build("muon", 1e-3, 0.9, 0.99, muon_lr=0.02)) is None
+    assert why(optim.adafactor(1e-3, min_dim_size_to_factor=1)) == "the optimizer's state of a stacked weight is not one slice per layer"
+
+
 def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch):
     """Ctrl-C at step 9 of 16 (batch 2, T 32, a synthetic stream; bf16 weights with stochastic rounding, the fused
     step): the checkpoint and resume give the uninterrupted run's losses, router stats and final weights bit for bit."""
