@@ -5,6 +5,7 @@
     python scaling.py optimal --flops 1e21 runs.csv                # N_opt, D_opt, loss (or --loss 2.0)
     python scaling.py bench                                        # time approach 3 on 250 synthetic runs
     python scaling.py isoflop --budgets 1e13 3e13 1e14 > sweep.sh  # the train.py commands of IsoFLOP profiles
+    python scaling.py curves assets/sweeps/fig1a.csv               # predict final losses from the first 10-30%
 
 CSV columns: N (parameters), D (training tokens), loss (final eval loss); optional C (FLOPs, else 6·N·D).
 Rows sharing an N also form a training curve (loss vs D) for approach 1. A run folder holds one dir per
@@ -297,6 +298,93 @@ def fit_all(path, params="active", delta=1e-3, boot=0, seed=0):
     return runs, {3: fit_approach3(N, D, loss, delta, boot, seed), 2: fit_approach2(N, D, loss, runs["C"]),
                   1: fit_approach1(curves)}
 
+# ----------------------------------------------------------------------------- learning curves: the early part predicts the end
+CUTS = (0.1, 0.2, 0.3)  # fractions of a run the curve fit sees
+
+
+def lr_area(steps, n_steps, warmup=0.05, schedule="cosine"):
+    """S: the LR summed over the first `steps` steps (an array), in steps at the peak LR, under optim.py's schedule
+    (linear warmup then cosine to 0, or constant). A loss curve is a power law in S rather than in steps: the
+    cosine's shrinking steps move the loss less (Kaplan et al. 2020 fit steps at a fixed LR; Luo et al. 2025)."""
+    if schedule == "constant":
+        return np.asarray(steps, float)
+    w, t = int(round(warmup * n_steps)), np.arange(n_steps)
+    lr = np.where(t < w, t / max(w, 1), 0.5 * (1 + np.cos(np.pi * np.clip((t - w) / max(n_steps - w, 1), 0, 1))))
+    return np.concatenate([[0.0], np.cumsum(lr)])[np.asarray(steps, int)]
+
+
+def fit_curve(S, loss):
+    """L(S) = A·S^-α, a straight line in log-log by least squares. -> dict(A, alpha, rms: the log residual).
+    (E + A·S^-α, Chinchilla's form with a floor, fits the few early points of these short runs with E far too
+    high: its predictions of the final loss were 0.25-0.5 nats too high, twice this form's error.)"""
+    x, y = np.log(np.asarray(S, float)), np.log(np.asarray(loss, float))
+    slope, icpt = np.polyfit(x, y, 1)
+    return dict(A=math.exp(icpt), alpha=-slope, rms=float(np.sqrt(np.mean((icpt + slope * x - y) ** 2))))
+
+
+def predict_final(tokens, losses, tokens_per_step, n_steps, cut, warmup=0.05, schedule="cosine"):
+    """The final loss predicted from the train-loss log windows (each the mean over the tokens since the previous
+    log line: `tokens` its end) that end by cut·(the run's tokens) and start after the warmup; None if fewer than 3.
+    Each window is placed at the S of its middle step."""
+    tokens, losses = np.asarray(tokens, float), np.asarray(losses, float)
+    start = np.concatenate([[0.0], tokens[:-1]])
+    keep = (tokens <= cut * n_steps * tokens_per_step + 1e-9) & (start >= warmup * n_steps * tokens_per_step)
+    if keep.sum() < 3:
+        return None
+    mid = (start + tokens)[keep] / 2 / tokens_per_step
+    p = fit_curve(lr_area(np.round(mid), n_steps, warmup, schedule), losses[keep])
+    return p["A"] * lr_area([n_steps], n_steps, warmup, schedule)[0] ** -p["alpha"]
+
+
+def extrapolation(points_csv, warmup=0.05, schedule="cosine", cuts=CUTS):
+    """Every finished point of a sweep CSV (and its *_curves.csv) predicted from its first cut of the run, for each
+    cut: rows of (cut, group: the point's keys but lr and seed, lr, predicted and actual final train loss (the last
+    log window's; None if too short to fit), final val loss)."""
+    with open(points_csv) as f:
+        rows = list(csv.DictReader(f))
+    cols = list(rows[0])
+    keys = [k for k in cols[:cols.index("status")] if k not in ("name", "lr", "seed")]
+    points = {r["name"]: r for r in rows if r["status"] == "done"}
+    curves = {}
+    with open(points_csv[:-4] + "_curves.csv") as f:
+        for r in csv.DictReader(f):
+            if r["train_loss"] and r["name"] in points:
+                curves.setdefault(r["name"], []).append((float(r["tokens"]), float(r["train_loss"])))
+    out = []
+    for name, curve in curves.items():
+        p = points[name]
+        n, total = int(p["n_steps"]), float(p["train_tokens"])
+        tokens, losses = map(np.array, zip(*sorted(curve)))
+        for c in cuts:
+            out.append(dict(cut=c, group=tuple(p[k] for k in keys), lr=float(p["lr"]), final=float(losses[-1]),
+                            predicted=predict_final(tokens, losses, total / n, n, c, warmup, schedule),
+                            val=float(p["final_val_loss"])))
+    return out
+
+
+def extrapolation_table(paths, warmup=0.05, schedule="cosine"):
+    """Markdown rows: per sweep and cut, the error of the predicted final train loss (median and 90th percentile of
+    |error|, mean signed) and in how many LR grids (groups of >= 3 points) the predicted best is the real best."""
+    lines = ["| sweep | seen | points | median abs error | 90th pct | mean (signed) | best LR picked |",
+             "|---|---|---|---|---|---|---|"]
+    for path in paths:
+        rows = extrapolation(path, warmup, schedule)
+        for c in CUTS:
+            at = [r for r in rows if r["cut"] == c and r["predicted"] is not None]
+            if not at:
+                lines.append(f"| {os.path.basename(path)} | {c:.0%} | 0 (too few windows after warmup) | | | | |")
+                continue
+            err = np.array([r["predicted"] - r["final"] for r in at])
+            groups = {}
+            for r in at:
+                groups.setdefault(r["group"], []).append(r)
+            grids = [g for g in groups.values() if len(g) >= 3]
+            right = sum(min(g, key=lambda r: r["predicted"])["lr"] == min(g, key=lambda r: r["val"])["lr"] for g in grids)
+            lines.append(f"| {os.path.basename(path)} | {c:.0%} | {len(at)} | {np.median(abs(err)):.3f} | "
+                         f"{np.percentile(abs(err), 90):.3f} | {err.mean():+.3f} | {right} of {len(grids)} |")
+    return lines
+
+
 def report(runs, fits):
     p = fits[3]
     print(f"{len(runs['N'])} runs, C = {runs['C'].min():.3g} .. {runs['C'].max():.3g} FLOPs")
@@ -324,6 +412,10 @@ def main(argv=None):
     g.add_argument("--flops", type=float, help="compute budget C")
     g.add_argument("--loss", type=float, help="target loss: allocate the smallest budget that reaches it")
     sub.add_parser("bench").add_argument("--runs", type=int, default=250)
+    c = sub.add_parser("curves", help="predict sweeps' final losses from their first 10/20/30%% (learning curves)")
+    c.add_argument("csvs", nargs="+", help="sweep CSVs, each with its *_curves.csv")
+    c.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
+    c.add_argument("--warmup", type=float, default=0.05, help="the runs' warmup fraction")
     s = sub.add_parser("isoflop", help="print the train.py commands of IsoFLOP profiles")
     s.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
     s.add_argument("--widths", type=int, nargs="+", default=[64, 128, 192, 256, 384])
@@ -335,7 +427,9 @@ def main(argv=None):
     s.add_argument("--flops_per_s", type=float, default=1e11, help="for the time estimate only")
     s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="train.py settings for every run")
     a = ap.parse_args(argv)
-    if a.cmd == "isoflop":
+    if a.cmd == "curves":
+        print("\n".join(extrapolation_table(a.csvs, a.warmup, a.schedule)))
+    elif a.cmd == "isoflop":
         print("\n".join(isoflop(a.budgets, a.widths, a.aspect, a.head_dim, a.params, a.config, a.out, a.seq_len,
                                 a.flops_per_s, a.set)))
     elif a.cmd == "bench":  # the grid fit of approach 3 on noisy runs spanning N 1e7..1e10, D 1e8..1e12
