@@ -209,12 +209,10 @@ def test_fused_step_takes_a_stacked_router_where_its_state_is_per_layer():
     assert why(optim.adafactor(1e-3, min_dim_size_to_factor=1)) == "the optimizer's state of a stacked weight is not one slice per layer"
 
 
-def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch):
+def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path):
     """Ctrl-C at step 9 of 16 (batch 2, T 32, a synthetic stream; bf16 weights with stochastic rounding, the fused
-    step): the checkpoint and resume give the uninterrupted run's losses, router stats and final weights bit for bit."""
-    import signal
-    import data
-    import train
+    step, the noise scale every 512 tokens): the checkpoint and resume give the uninterrupted run's losses, router
+    stats, noise scale and final weights bit for bit. Three train.py processes sharing a compilation cache."""
     n = 20_000
     t = ((np.arange(n) * 7 + np.random.default_rng(0).integers(0, 3, n)) % 256).astype(np.uint16)
     (tmp_path / "ds").mkdir()
@@ -225,20 +223,20 @@ def test_resumed_moe_run_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch)
                                "--head_dim=16", "--seq_len=32", "--batch_size=2", "--train_tokens=1024",
                                "--log_every=192", "--eval_every=512", "--eval_tokens=256", "--lr=3e-3", "--t2=10000",
                                "--n_experts=4", "--mlp_ratio=2", "--capacity_factor=1.0", "--fused_update=True",
-                               "--param_dtype=bfloat16", "--rounding=stochastic",
+                               "--param_dtype=bfloat16", "--rounding=stochastic", "--noise_every=512",
                                f"--out_dir={tmp_path / out}", *more]
-    train.main(argv("whole"))
-    get = data.get_batch
-    monkeypatch.setattr(data, "get_batch", lambda *a, **k: (os.kill(os.getpid(), signal.SIGINT) if a[4] == 9 else None)
-                        or get(*a, **k))
-    with pytest.raises(SystemExit):
-        train.main(argv("cut"))
-    monkeypatch.setattr(data, "get_batch", get)
-    train.main(argv("cut", "--init_from=resume"))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"))
+    # Ctrl-C while the loop fetches step 9's batch (as tests/test_checkpoint.py's SIGINT case)
+    stop = ("import os, signal, sys, data, train; get = data.get_batch; data.get_batch = lambda *a, **k: "
+            "(os.kill(os.getpid(), signal.SIGINT) if a[4] == 9 else None) or get(*a, **k); train.main(sys.argv[1:])")
+    for code, args, rc in ((None, argv("whole"), 0), (stop, argv("cut"), 130), (None, argv("cut", "--init_from=resume"), 0)):
+        cmd = [sys.executable, *(["-c", code] if code else ["train.py"]), *args]
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == rc, p.stdout[-2000:] + p.stderr[-2000:]
     rows = lambda d: [json.loads(x) for x in open(tmp_path / d / "metrics.jsonl")]
-    keys = ("step", "train_loss", "val_loss", "dropped", "max_load", "max_logit")
-    pick = lambda d: [{k: r[k] for k in keys if k in r} for r in rows(d) if "train_loss" in r or "val_loss" in r]
-    assert pick("whole") == pick("cut") and len(pick("whole")) >= 6
+    keys = ("step", "train_loss", "val_loss", "dropped", "max_load", "max_logit", "b_simple")
+    pick = lambda d: [{k: r[k] for k in keys if k in r} for r in rows(d) if set(keys[1:]) & set(r)]
+    assert pick("whole") == pick("cut") and len(pick("whole")) >= 6 and any("b_simple" in r for r in pick("whole"))
     first = rows("whole")[0]
     assert 0 <= first["dropped"] < 1 and first["max_load"] >= 1
     with np.load(tmp_path / "whole" / "ckpt_000000016" / "arrays.npz") as a, \
