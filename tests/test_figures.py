@@ -3,6 +3,7 @@ averages seeds, the claims table's numbers are the differences worked out by han
 in every panel each finite point lies inside the y limits while the diverged x's sit in a band above them."""
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -118,3 +119,14 @@ def test_every_point_is_inside_its_panel_and_diverged_ones_above_the_data(tmp_pa
     assert [len(drawn(ax)[1]) for ax in panels[:4]] == [2, 1, 1, 1]  # SGD 0.4 (B 1, 16), Adam 8e-3, t2 x8, B 1
     assert "diverged (above the dotted line)" in [t.get_text() for t in panels[1].get_legend().get_texts()]
     plt.close("all")
+
+
+def test_the_docs_claims_are_what_the_command_prints_from_the_committed_csvs():
+    """docs/experiments.md's claims block and table, and the README's table, are `python figures.py
+    assets/sweeps/fig1a.csv assets/sweeps/fig5.csv`'s output on the committed CSVs, line for line."""
+    root = Path(__file__).resolve().parents[1]
+    lines = figures.claims(figures.read(root / "assets/sweeps/fig1a.csv"), figures.read(root / "assets/sweeps/fig5.csv"))
+    table, claims = [x for x in lines if x.startswith("|")], [x for x in lines if not x.startswith("|")]
+    docs, readme = (root / "docs/experiments.md").read_text(), (root / "README.md").read_text()
+    assert "```\n" + "\n".join(claims) + "\n```" in docs
+    assert "\n".join(table) in docs and "\n".join(table) in readme
