@@ -296,23 +296,34 @@ class Interrupt:
         return at_log and bool(multihost_utils.process_allgather(np.int32(self.name is not None)).any())
 
 
+SUSTAINED = 8  # steps: a blow-up is the mean train loss over at least this many
+
+
 def check_loss(losses, done, job, history=None):
     """The one divergence rule (the sweep runner relies on its exit status): losses of the len(losses) steps
-    ending at step `done` stop the run, with status DIVERGED and nothing saved, when one is not finite, or when a
-    log window's mean is above ln V (a uniform guess) and above the first window's (an init may start above ln V)
-    once past the warm-up and the first fifth of the run (a young model may spike and recover). history: the
-    run's metrics rows, for a log window (None: the half-done window at a checkpoint, checked for finiteness)."""
+    ending at step `done` stop the run, with status DIVERGED and nothing saved, when one is not finite, or when the
+    mean of at least the last SUSTAINED steps (this log window and those before it) is above ln V (a uniform
+    guess) and above the first window's (an init may start above ln V) once past the warm-up and the first fifth
+    of the run (a young model may spike and recover). history: the run's metrics rows, for a log window (None:
+    the half-done window at a checkpoint, checked for finiteness)."""
     def stop(why):
         last = checkpoint.list_checkpoints(job.cfg["out_dir"])
         fail(f"{why}; stopped without saving (last good checkpoint: {last[-1][1] if last else 'none'})", diverged=True)
     if not np.all(np.isfinite(losses)):
         i = int(np.argmin(np.isfinite(losses)))
         stop(f"loss is {losses[i]} at step {done - len(losses) + i + 1:,}")
-    first = next((m["train_loss"] for m in history or [] if "train_loss" in m), math.inf)
-    cap = max(math.log(job.mcfg.vocab_size), first)
+    rows = [(m["step"], m["train_loss"]) for m in history or [] if "train_loss" in m]
+    cap = max(math.log(job.mcfg.vocab_size), rows[0][1] if rows else math.inf)
+    # sustained: the mean over this window and the ones before it that make SUSTAINED steps (at batch 256 a window
+    # of 65k tokens is 2 steps, and a large batch's loss may oscillate for a few steps and recover)
+    n, total = len(losses), float(np.sum(losses))
+    for (s0, _), (s1, loss) in zip(reversed([(0, None)] + rows[:-1]), reversed(rows)):
+        if n >= SUSTAINED:
+            break
+        n, total = n + s1 - s0, total + (s1 - s0) * loss
     if history is not None and len(losses) and done > max(job.cfg["warmup"], 0.2) * job.run["n_steps"] \
-            and losses.mean() > cap:
-        stop(f"the train loss {losses.mean():.4g} of steps {done - len(losses) + 1:,}-{done:,} is above ln V = "
+            and n >= SUSTAINED and total / n > cap:
+        stop(f"the train loss {total / n:.4g} of steps {done - n + 1:,}-{done:,} is above ln V = "
              f"{math.log(job.mcfg.vocab_size):.4g} (a uniform guess) and the first log window's past the warm-up: "
              "diverged")
 

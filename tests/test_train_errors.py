@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +253,24 @@ def test_a_finite_blow_up_stops_the_run_as_diverged(ds, tmp_path):
                   f"--log_every={4 * T}", f"--ckpt_every={4 * T}"), "above ln V", "diverged",
               "last good checkpoint", before_dump=False, status=3)
     assert not (out / "summary.json").exists()
+
+
+def test_divergence_needs_a_blow_up_sustained_over_8_steps(tmp_path):
+    """Log windows of 2 steps (batch 256 at 65k tokens a window): one window far above ln V after windows near it is
+    an oscillation, not a divergence; 8 steps of it are. Never within the first fifth of the run."""
+    from types import SimpleNamespace
+    import common
+    import train
+    job = SimpleNamespace(cfg=dict(out_dir=str(tmp_path), warmup=0.05), run=dict(n_steps=100),
+                          mcfg=SimpleNamespace(vocab_size=256))  # ln V = 5.55
+    rows = lambda losses: [dict(step=2 * (i + 1), train_loss=x) for i, x in enumerate(losses)]
+    history = rows([5.0] * 20)
+    train.check_loss(np.array([6.9, 6.9]), 42, job, history)  # 8 steps: (3 x 2 x 5.0 + 2 x 6.9) / 8 = 5.475
+    with pytest.raises(common.Diverged, match="loss 7 of steps 35-42 is above ln V"):
+        train.check_loss(np.array([7.0, 7.0]), 42, job, rows([5.0] * 17 + [7.0] * 3))
+    with pytest.raises(common.Diverged):
+        train.check_loss(np.array([9.0] * 8), 42, job, history)
+    train.check_loss(np.array([9.0] * 8), 18, job, history[:5])  # the first fifth: a young model may recover
 
 
 if __name__ == "__main__":
