@@ -3,12 +3,13 @@ Fig. 7: at batch 1, SGD and Adafactor train a 13B model in about the memory of i
 
 jax.value_and_grad returns every gradient before the optimizer runs, so step.py's step holds weights +
 optimizer state + a whole gradient. The authors step each weight from a PyTorch hook as soon as its
-gradient exists; this is that in JAX. The forward pass keeps only each layer's input (per-block
-checkpointing, the paper's accounting); the backward pass is a reverse lax.scan over the stacked layers
-that runs layer l again, differentiates it (jax.vjp), updates layer l's weights and optimizer state at once
-and writes them back into the stacks in place (the step donates both). The output embedding is updated
-right after the loss's backward pass, the input embedding last. Peak: weights + optimizer state + one
-layer's gradient + activations.
+gradient exists; this is that in JAX. The forward pass keeps each layer's residuals (its jax.vjp, less the
+weights, which the stacks hold), as the unfused step does; with remat only each layer's input (per-block
+checkpointing, the paper's accounting), and the backward pass runs the layer again. The backward pass is a
+reverse lax.scan over the stacked layers that differentiates layer l, updates its weights and optimizer
+state at once and writes them back into the stacks in place (the step donates both). The output embedding
+is updated right after the loss's backward pass, the input embedding last. Peak: weights + optimizer state
++ one layer's gradient + activations (all layers', or with remat their inputs and one layer's).
 
 Exact, because every optimizer in optim.py updates each weight (or each layer's block of a stacked one:
 Adafactor's per-layer blocks, Muon's per-matrix orthogonalization) from its own gradient and state alone:
@@ -41,6 +42,21 @@ def why_not(cfg, opt, abs_params, abs_opt):
     if [x.shape for x in one] != [(1, *x.shape[1:]) for x in whole] or any(x.shape[0] != L for x in whole):
         return "the optimizer's state of a stacked weight is not one slice per layer"
     return None
+
+
+def _without(vjp, w):
+    """A layer's vjp (a pytree whose leaves are its residuals) -> (the residuals but the layer's weights w, a
+    function (those residuals, w) -> the vjp). The weights are in the stacks already; kept as residuals too, the
+    forward scan would copy every layer's weights."""
+    leaves, tree = jax.tree.flatten(vjp)
+    ws = jax.tree.leaves(w)
+    which = [next((j for j, v in enumerate(ws) if leaf is v), None) for leaf in leaves]  # the same tracer: a weight
+    res = [leaf if j is None else None for leaf, j in zip(leaves, which)]
+
+    def rebuild(res, w):
+        ws = jax.tree.leaves(w)
+        return tree.unflatten([r if j is None else ws[j] for r, j in zip(res, which)])
+    return res, rebuild
 
 
 def _part(state, keys, step=True):
@@ -79,8 +95,10 @@ def train_step_fn(cfg, mcfg, opt, shard):
     gather = lambda name, w: sharding.gather_weights({"params": {name: shard["params"][name]}}, ct)({name: w})[name]
     moe_loss = lambda aux: moe.loss(mcfg, jax.tree.map(lambda a: a[None], aux)) if mcfg.n_experts else 0.0
 
-    def layer(x, p_l, pos, seg):  # -> (the layer's output, its router losses (moe.py; 0 for a dense MLP))
-        x, _, aux = model.block(mcfg, x, jax.tree.map(lambda w: w.astype(ct), gather_l(p_l)), pos, None, seg)
+    cast = lambda p_l: jax.tree.map(lambda w: w.astype(ct), gather_l(p_l))  # a layer's stored weights as computed with
+
+    def layer(x, w, pos, seg):  # w: cast weights -> (the layer's output, its router losses (moe.py; 0 for a dense MLP))
+        x, _, aux = model.block(mcfg, x, w, pos, None, seg)
         return x, jnp.asarray(moe_loss(aux), jnp.float32)
     mesh = shard["batch"].mesh  # an abstract mesh (a plan's lowering) has no devices: not TPU
     tpu = isinstance(mesh, jax.sharding.Mesh) and mesh.devices.flat[0].platform == "tpu"
@@ -100,12 +118,19 @@ def train_step_fn(cfg, mcfg, opt, shard):
                             (params["blocks"], S))
         at = lambda tree, sh, l, keep=False: jax.tree.map(
             lambda w, s: jax.lax.dynamic_slice_in_dim(w, l, 1).reshape((1,) * keep + s), tree, sh)
-        # forward: each layer's input is all that is kept, x_all [L, B, T, D] (per-block checkpointing)
+        # forward: each layer keeps what its backward pass needs, as the unfused step does, but for its weights
+        # (read again from the stacks); under remat only each layer's input, x [B, T, D] (per-block checkpointing)
         x, embed_vjp = jax.vjp(lambda E: gather("embed", E).astype(ct)[tokens], params["embed"])  # [B, T, D]
+        kept = {}
         def fwd(x, p_l):
-            y, r = layer(x, jax.tree.map(jnp.reshape, p_l, shapes[0]), pos, seg)
-            return y, (x, r)
-        x, (x_all, router) = jax.lax.scan(fwd, x, P, unroll=mcfg.unroll)  # router [L]: each layer's router losses
+            w = cast(jax.tree.map(jnp.reshape, p_l, shapes[0]))
+            if mcfg.remat:
+                y, r = layer(x, w, pos, seg)
+                return y, (x, r)
+            (y, r), vjp = jax.vjp(lambda x, w: layer(x, w, pos, seg), x, w)
+            res, kept["vjp"] = _without(vjp, w)
+            return y, (res, r)
+        x, (res, router) = jax.lax.scan(fwd, x, P, unroll=mcfg.unroll and not mcfg.remat)  # res: stacked over L; router [L]: router losses
         head = lambda x, U: model.head_loss(model.rms_norm(x), gather("unembed", U), tokens, mcfg, mask)
         loss, head_vjp = jax.vjp(head, x, params["unembed"])
         dx, dU = head_vjp(jnp.ones_like(loss))  # dx [B, T, D]
@@ -115,9 +140,12 @@ def train_step_fn(cfg, mcfg, opt, shard):
         def back(carry, inp):  # layer l: its gradient, then at once its new weights and state
             dx, P, S, done = carry
             P, S = put(P, S, *done)  # layer l + 1's, written before this layer is read (see put)
-            l, x = inp
-            y_r, layer_vjp = jax.vjp(lambda x, p: layer(x, p, pos, seg), x, at(P, shapes[0], l))
-            dx, g = layer_vjp((dx, jnp.ones_like(y_r[1])))  # d(loss)/d(router loss) = 1
+            l, res = inp
+            w, cast_vjp = jax.vjp(cast, at(P, shapes[0], l))
+            layer_vjp = (jax.vjp(lambda x, w: layer(x, w, pos, seg), res, w)[1] if mcfg.remat  # recomputed
+                         else kept["vjp"](res, w))
+            dx, dw = layer_vjp((dx, jnp.ones((), jnp.float32)))  # d(loss)/d(router loss) = 1
+            (g,) = cast_vjp(dw)
             state = {"step": opt_state["step"], **at(S, shapes[1], l, keep=True)}
             new, state = update({"blocks": jax.tree.map(lambda g: g[None], g)}, state,
                                 {"blocks": at(P, shapes[0], l, keep=True)}, l)
@@ -132,10 +160,11 @@ def train_step_fn(cfg, mcfg, opt, shard):
                 lambda w, n: jax.lax.dynamic_update_slice_in_dim(w, n.reshape(1, *w.shape[1:]), l, 0), tree, new)
             return put1(P, new), put1(S, state)
 
-        L = x_all.shape[0]
+        L = router.shape[0]
         last = (at(P, shapes[0], L - 1, keep=True), at(S, shapes[1], L - 1, keep=True), L - 1)  # rewritten unchanged
-        (dx, P, S, done), _ = jax.lax.scan(back, (dx, P, S, last), (jnp.arange(L), x_all), reverse=True,
-                                           unroll=mcfg.unroll)
+        # never unrolled (mcfg.unroll is the forward's): unrolled, XLA:CPU copies every stack instead of updating it in
+        # place (the 30M model at batch 1: 114 stack copies, 600 MB a step, -11% tokens/s)
+        (dx, P, S, done), _ = jax.lax.scan(back, (dx, P, S, last), (jnp.arange(L), res), reverse=True)
         P, S = put(P, S, *done)
         blocks, s_blocks = jax.tree.map(lambda w, s: w.reshape(L, *s), (P, S), shapes)
         (dE,) = embed_vjp(dx)

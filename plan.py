@@ -128,13 +128,13 @@ def peak_memory():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss"  # Linux reports KiB
 
 
-def activation_bytes(cfg, mcfg, mesh, remat=None):
+def activation_bytes(cfg, mcfg, mesh):
     """Estimated bytes per device of what one micro-batch keeps for its backward pass: b = B / grad_accum /
     data rows, head and MLP tensors split over 'model' when it divides them, in the compute dtype.
     A block keeps 4 tensors [b, T, D] (its input, both norms, the mid residual), 6 head-width ones (q, k, v,
     then q, k after qk-norm and RoPE, the attention output), the attention probabilities (XLA's attention keeps
     them; 3/4 of [b, N, T, T]: model.causal_attention skips the masked quarter) and 2 [b, T, F] (the MLP
-    before and after GELU; an MoE's expert slots instead). With remat (or the fused step, which recomputes each layer: remat=True) only each
+    before and after GELU; an MoE's expert slots instead). With remat (in the fused step too) only each
     block's input is kept and one block is recomputed at a time.
     The loss keeps the final hidden state and one chunk of logits [b·T, ce_chunk] in fp32, two while
     differentiating (kernels.cross_entropy)."""
@@ -145,7 +145,7 @@ def activation_bytes(cfg, mcfg, mesh, remat=None):
     E = mcfg.n_experts  # experts: the MLP's tensors are its E·C slots per sequence [b, E, C, F or D] (moe.py)
     mlp = 2 * F / split(F) if not E else (2 * F + 2 * D) * E * moe.capacity(mcfg) / T / split(E)
     block = b * T * c * (4 * D + 6 * D / split(N) + mlp + 0.75 * N * T / split(N))
-    kept = L * b * T * D * c if (mcfg.remat if remat is None else remat) else (L - 1) * block
+    kept = L * b * T * D * c if mcfg.remat else (L - 1) * block
     return int(kept + block + b * T * D * c + 2 * b * T * min(mcfg.ce_chunk or V, V) * 4)
 
 
@@ -169,7 +169,7 @@ def memory_plan(cfg, mcfg, abs_params, abs_opt, shard, abs_lora=None, fused=Fals
            # step.accumulate_grads sums micro-batch gradients in fp32
            "accumulation buffer": per_device(trained, t_shard, 4) if cfg["grad_accum"] > 1 else 0,
            "gathered weights": int(sum(whole)) if mesh.shape["data"] > 1 else 0,  # gather_weights, all layers
-           "activations": activation_bytes(cfg, mcfg, mesh, remat=True if fused else None)}
+           "activations": activation_bytes(cfg, mcfg, mesh)}
     mem["total"] = sum(mem.values())
     return mem
 
@@ -222,8 +222,8 @@ def report(cfg, run, mcfg, abs_params, abs_opt, shard, log, abs_lora=None, fused
                                 (", of the adapters" if abs_lora else ""),
              "accumulation buffer": "fp32" if A > 1 else "grad_accum 1: none",
              "gathered weights": "FSDP: all layers, over 'data'" if mesh.shape["data"] > 1 else "data axis 1: none",
-             "activations": "estimate: " + ("remat, block inputs + 1 block" if mcfg.remat else "fused step, block "
-                                            "inputs + 1 block recomputed" if fused else "every block") + " + loss"}
+             "activations": "estimate: " + ("remat, block inputs + 1 block recomputed" if mcfg.remat else "every block")
+                           + " + loss"}
     for k, v in mem.items():
         log(f"    {k:20s}{gb(v)}  {notes.get(k, '') if k != 'total' else ''}"
             f"{f'of {hbm / 1e9:.1f} GB ({kind})' if k == 'total' and hbm else ''}")

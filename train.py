@@ -112,7 +112,8 @@ def set_up(argv):
         for line in mup.describe(cfg, run["lr"], run.get("muon_lr")):
             log(line)
     why = steps.unfused_reason(cfg, mcfg, opt)  # decided once: the plan, the dry run and the run all use it
-    log("train step: fused, each layer updated inside the backward pass (fused.py)" if why is None else
+    log("train step: fused, each layer updated inside the backward pass (fused.py), "
+        + ("its forward recomputed (remat)" if mcfg.remat else "its forward's residuals kept") if why is None else
         f"train step: unfused, the whole gradient first ({why})")
     return SimpleNamespace(cfg=cfg, mcfg=mcfg, mesh=mesh, log=log, packed=packed, run=run, opt=opt, sched=sched,
                            start=start, meta=meta, stale=stale, fused=why is None, master=jax.process_index() == 0)

@@ -31,8 +31,10 @@ SHAPE = dict(d_model=32, n_layers=2, head_dim=16, seq_len=8, vocab_size=64, batc
 LR = {"sgd": 0.5, "adamw": 3e-3, "adafactor": 3e-2}  # large enough that 3 steps move every weight
 
 
-CASES = {1: ["adamw float32", "sgd bfloat16", "adamw bfloat16", "adafactor bfloat16", "adamw bfloat16 bfloat16"],
-         4: ["sgd bfloat16", "adamw float32"]}
+# a case: optimizer, weights' dtype, then optionally the state's dtype and "remat" (the fused step recomputes each
+# layer's forward, the unfused one its blocks; without it the fused step keeps the forward's residuals)
+CASES = {1: ["adamw float32", "sgd bfloat16 remat", "adamw bfloat16", "adafactor bfloat16", "adamw bfloat16 bfloat16"],
+         4: ["sgd bfloat16 remat", "adamw float32"]}
 
 
 def env(devices):
@@ -57,7 +59,7 @@ def init_fn(mcfg, mesh_model, out_shardings):
     return INITS[key]
 
 
-def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32"):
+def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32", remat=False):
     """(params, optimizer state) after 3 steps, as host numpy trees, and the 3 losses."""
     import jax
     import config
@@ -67,7 +69,7 @@ def steps(optimizer, dtype, fused, mesh_model, state_dtype="float32"):
     import step
     cfg = config.parse(["configs/tiny_gpt2.py", *[f"--{k}={v}" for k, v in SHAPE.items()], f"--optimizer={optimizer}",
                         f"--param_dtype={dtype}", f"--fused_update={fused}", f"--mesh_model={mesh_model}",
-                        f"--state_dtype={state_dtype}"])
+                        f"--state_dtype={state_dtype}", f"--remat={remat}"])
     mcfg = config.model_config(cfg)
     opt = optim.build(optimizer, optim.warmup_cosine(LR[optimizer], 10), 0.9 if optimizer == "adamw" else 0.0, 0.99)
     opt = optim.stored(opt, state_dtype)
@@ -92,8 +94,9 @@ def compare(devices):
     assert jax.device_count() == int(devices)
     out = {}
     for case in CASES[int(devices)]:
-        optimizer, dtype, *state_dtype = case.split()  # a third word: the optimizer state's dtype
-        (a, la), (b, lb) = (steps(optimizer, dtype, f, 2 if int(devices) == 4 else 1, *state_dtype) for f in (True, False))
+        optimizer, dtype, *more = case.split()
+        kw = dict(remat="remat" in more, **{"state_dtype": w for w in more if w != "remat"})
+        (a, la), (b, lb) = (steps(optimizer, dtype, f, 2 if int(devices) == 4 else 1, **kw) for f in (True, False))
         pa, pb = jax.tree.leaves(a), jax.tree.leaves(b)
         f64 = lambda x: np.asarray(x, np.float64)
         out[case] = dict(
@@ -169,6 +172,45 @@ def test_where_fusing_is_not_exact_the_step_says_why_and_is_unfused():
     assert step.unfused_reason(cfg, config.model_config(cfg), optim.build("adafactor", 1e-3, 0.0, 0.99)) == \
         "the optimizer's state of a stacked weight is not one slice per layer"
 
+
+def matmuls(jaxpr):
+    """The dot_generals a jaxpr runs: a scan's body counted once per iteration, other sub-jaxprs once."""
+    from jax.extend import core
+    n = 0
+    for e in jaxpr.eqns:
+        n += e.primitive.name == "dot_general"
+        for v in e.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else [v]:
+                if isinstance(sub, (core.ClosedJaxpr, core.Jaxpr)):
+                    n += matmuls(getattr(sub, "jaxpr", sub)) * (e.params["length"] if e.primitive.name == "scan" else 1)
+    return n
+
+
+def test_the_fused_step_recomputes_the_forward_only_under_remat():
+    """Counted in the traced steps, against jax.grad's (the unfused step): without remat the fused step runs
+    exactly the unfused step's matmuls (each layer's forward once, its residuals kept); with remat it runs each
+    layer's forward again, as the unfused step's jax.checkpoint does (which leaves out a matmul whose output the
+    backward pass does not need: one per layer)."""
+    import jax
+    import config
+    import model
+    import optim
+    import sharding
+    import step
+    n = {}
+    for fused, remat in ((True, False), (False, False), (True, True), (False, True)):
+        cfg = config.parse(["configs/tiny_gpt2.py", "--d_model=64", "--n_layers=3", "--head_dim=32", "--seq_len=16",
+                            "--vocab_size=256", "--batch_size=1", f"--fused_update={fused}", f"--remat={remat}"])
+        mcfg = config.model_config(cfg)
+        opt = optim.build("adamw", 1e-3, 0.9, 0.99)
+        abs_p = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
+        abs_s = jax.eval_shape(opt.init, abs_p)
+        train_step = step.make_train_step(cfg, mcfg, opt, sharding.shardings(abs_p, abs_s, sharding.make_mesh(cfg)))
+        n[fused, remat] = matmuls(jax.make_jaxpr(train_step)(abs_p, abs_s, jax.ShapeDtypeStruct((1, 16), np.int32),
+                                                             np.int32(0)).jaxpr)
+    forward = matmuls(jax.make_jaxpr(lambda p, t: model.hidden(p, t, mcfg)[0])(abs_p, jax.ShapeDtypeStruct((1, 16), np.int32)).jaxpr)
+    assert n[True, False] == n[False, False], n
+    assert n[True, True] == n[True, False] + forward and n[False, True] in range(n[True, True] - 3, n[True, True]), (n, forward)
 
 if __name__ == "__main__":
     {"compare": compare}[sys.argv[1]](sys.argv[2])
