@@ -55,6 +55,10 @@ DEFAULTS = dict(
     state_dtype="float32",  # the optimizer state's: 'bfloat16' halves it (paper Fig. 7), rounded back as `rounding`
     remat=False,  # recompute each block in the backward pass (per-block checkpointing): less activation memory
     unroll=False,  # unroll the scan over layers: faster on CPU for a few layers, L x the compile time
+    attention="auto",  # causal attention: 'auto' (cuDNN's flash attention on a GPU where it can, 'halves' on CPU,
+        # else XLA's; kernels.attention_implementation) | 'xla' | 'cudnn' | 'halves' (kernels.causal_attention)
+    matmul_dtype="compute",  # the block projections: 'compute' (in compute_dtype) | 'float8' (e4m3 operands,
+        # e5m2 gradients, per-tensor current scaling: fp8.py, docs/speed.md); the rest stays in compute_dtype
     z_loss=0.0,  # weight of mean(logsumexp(logits)^2), keeps the output logits from drifting; 0: off
     qk_norm=True,  # RMSNorm of each head's q and k before RoPE (the paper's model): bounds the attention logits
     parametrization="sp",  # 'sp' (standard, the paper's) | 'mup': init and per-weight LRs scaled with width (docs/mup.md)

@@ -3,7 +3,7 @@ against it in tests/test_kernels.py) and exists only for the speed it buys, meas
 train step on 2 CPU cores (A/B in one process). model.py calls them; a reader checking the model
 against the paper can read each as its plain expression.
 
-    causal_attention   jax.nn.dot_product_attention(q, k, v, is_causal=True)   3-5%
+    causal_attention   jax.nn.dot_product_attention(q, k, v, is_causal=True)   3-5% (CPU; cuDNN's on a GPU)
     gelu               jax.nn.gelu(x, approximate=True)                        5%
     cross_entropy      l = h @ W: (logsumexp(l) - l[target], logsumexp(l))     the [M, V] logits are never
                        stored; in it: one-hot as a gather 4%, hᵀ copied 5% (11% at batch 4), chunks 3-9%
@@ -17,16 +17,29 @@ import jax
 import jax.numpy as jnp
 
 
-def causal_attention(q, k, v):
-    """Causal self-attention of q, k, v [B, T, N, H] in two query halves. The first half sees only the
-    first half of the keys, so the quarter of the T x T scores that the mask would zero is never made;
-    XLA's jax.nn.dot_product_attention makes all of them (3-5% of the 30M model's step on CPU)."""
-    T = q.shape[1]
-    if T % 2:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    c = T // 2
+def attention_implementation(q, platform=None):
+    """Which causal attention runs for q [B, T, N, H] on this platform (jax.default_backend() at trace time):
+    'cudnn' (flash attention: the T x T scores never in memory) on an NVIDIA GPU when its limits allow it,
+    fp16/bf16 and H a multiple of 8 up to 128 (256 from Hopper; 128 is safe everywhere); on CPU 'halves'
+    (below) when T is even; else 'xla', which jax.nn.dot_product_attention picks by itself on every platform."""
+    platform = platform or jax.default_backend()
+    H = q.shape[-1]
+    if platform in ("gpu", "cuda"):
+        return "cudnn" if q.dtype in (jnp.bfloat16, jnp.float16) and H % 8 == 0 and H <= 128 else "xla"
+    return "halves" if platform == "cpu" and q.shape[1] % 2 == 0 else "xla"
+
+
+def causal_attention(q, k, v, implementation="auto"):
+    """Causal self-attention of q, k, v [B, T, N, H]: jax.nn.dot_product_attention(q, k, v, is_causal=True) by
+    the implementation named ('auto': attention_implementation's choice). 'halves' computes two query halves:
+    the first sees only the first half of the keys, so the quarter of the T x T scores that the mask would
+    zero is never made, which XLA's implementation makes (3-5% of the 30M model's step on CPU)."""
+    impl = attention_implementation(q) if implementation == "auto" else implementation
+    if impl != "halves":
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+    c = q.shape[1] // 2
     first = jax.nn.dot_product_attention(q[:, :c], k[:, :c], v[:, :c], is_causal=True)  # [B, T/2, N, H]
-    mask = c + jnp.arange(c)[:, None] >= jnp.arange(T)[None, :]  # [T/2, T]: query c + i sees keys <= c + i
+    mask = c + jnp.arange(c)[:, None] >= jnp.arange(2 * c)[None, :]  # [T/2, T]: query c + i sees keys <= c + i
     second = jax.nn.dot_product_attention(q[:, c:], k, v, mask=mask[None, None])
     return jnp.concatenate([first, second], axis=1)
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+import fp8
 import moe
 import mup
 from kernels import causal_attention, cross_entropy, gelu  # fast forms of plain expressions (kernels.py)
 
 DTYPES = ("float32", "bfloat16", "float64")  # float64: gradient checks under jax.enable_x64
+ATTENTION = ("auto", "xla", "cudnn", "halves")  # kernels.causal_attention's implementations
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,12 @@ class Config:
     router_z_loss: float = 1e-3  # weight of the router's z-loss (ST-MoE), per layer
     rope_base: float = 10_000.0
     ce_chunk: int = 2048  # vocabulary columns per cross-entropy chunk (0: the whole vocabulary at once)
+    attention: str = "auto"  # causal attention's implementation: 'auto' (kernels.attention_implementation) | 'xla' | 'cudnn' | 'halves'
+    matmul_dtype: str = "compute"  # the block projections': 'compute' (compute_dtype) | 'float8' (fp8.py: per-tensor scaled)
 
     RUN_KEYS = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio", "param_dtype",
                 "compute_dtype", "remat", "unroll", "z_loss", "qk_norm", "parametrization", "base_width", "n_experts",
-                "top_k", "capacity_factor", "router_aux_weight", "router_z_loss")  # a run's
+                "top_k", "capacity_factor", "router_aux_weight", "router_z_loss", "attention", "matmul_dtype")  # a run's
 
     def __post_init__(self):
         sizes = ("d_model", "n_layers", "seq_len", "vocab_size", "head_dim", "mlp_ratio")
@@ -60,6 +64,9 @@ class Config:
                              "and head_dim even")
         if bad := [f"{k}={getattr(self, k)!r}" for k in ("param_dtype", "compute_dtype") if getattr(self, k) not in DTYPES]:
             raise ValueError(f"{', '.join(bad)} must be one of {', '.join(map(repr, DTYPES))}")
+        if self.attention not in ATTENTION or self.matmul_dtype not in ("compute", "float8"):
+            raise ValueError(f"attention={self.attention!r}, matmul_dtype={self.matmul_dtype!r}: attention is one of "
+                             f"{', '.join(map(repr, ATTENTION))}, matmul_dtype 'compute' or 'float8'")
         if self.z_loss < 0 or self.ce_chunk < 0:
             raise ValueError(f"z_loss={self.z_loss} and ce_chunk={self.ce_chunk} must be >= 0")
         if why := mup.check(self.parametrization, self.d_model, self.base_width):
@@ -140,9 +147,10 @@ def rope(x, pos, base):
 def qkv(cfg: Config, h, p, pos):
     """A block's queries, keys and values [B, t, N, H] of its normed input h [B, t, D]: qk-norm (cfg.qk_norm),
     then RoPE on q and k."""
-    q = jnp.einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
-    k = jnp.einsum("btd,dnh->btnh", h, p["k"])
-    v = jnp.einsum("btd,dnh->btnh", h, p["v"])
+    einsum = fp8.einsum_for(cfg.matmul_dtype)  # jnp.einsum, or through FP8 (fp8.py)
+    q = einsum("btd,dnh->btnh", h, p["q"])  # [B, t, N, H]
+    k = einsum("btd,dnh->btnh", h, p["k"])
+    v = einsum("btd,dnh->btnh", h, p["v"])
     norm = rms_norm if cfg.qk_norm else (lambda x: x)
     return rope(norm(q), pos, cfg.rope_base), rope(norm(k), pos, cfg.rope_base), v
 
@@ -166,11 +174,12 @@ def block(cfg: Config, x, p, pos, cache=None, segments=None):
         same = segments[:, :, None] == segments[:, None, :]
         a = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], is_causal=True)
     else:
-        a = causal_attention(q, k, v)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
-    x = x + jnp.einsum("btnh,nhd->btd", a, p["o"])
+        a = causal_attention(q, k, v, cfg.attention)  # [B, t, N, H]; = dot_product_attention(q, k, v, is_causal=True)
+    einsum = fp8.einsum_for(cfg.matmul_dtype)
+    x = x + einsum("btnh,nhd->btd", a, p["o"])
     h = rms_norm(x)
-    if not cfg.n_experts:
-        return x + gelu(h @ p["up"]) @ p["down"], cache, {}  # [B, t, D]; gelu = jax.nn.gelu(approximate=True)
+    if not cfg.n_experts:  # gelu = jax.nn.gelu(approximate=True)
+        return x + einsum("btf,fd->btd", gelu(einsum("btd,df->btf", h, p["up"])), p["down"]), cache, {}  # [B, t, D]
     y, aux, routes = moe.mlp(cfg, h, p, None if cache is None else cache["route"], pos)
     return x + y, cache if cache is None else dict(cache, route=routes), aux
 

@@ -25,6 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+import fp8
 from kernels import gelu
 
 
@@ -77,7 +78,8 @@ def mlp(cfg, h, p, routes=None, pos=None):
     token = jax.vmap(lambda s: jnp.full(E * Cc, t).at[s.ravel()].set(rows.ravel(), mode="drop"))(slot)  # [B, E·Cc]
     x = jnp.take_along_axis(jnp.pad(h, ((0, 0), (0, 1), (0, 0))), token[..., None], axis=1)  # [B, E·Cc, D]; row t: 0
     x = x.reshape(B, E, Cc, D)
-    y = jnp.einsum("becf,efd->becd", gelu(jnp.einsum("becd,edf->becf", x, p["up"])), p["down"])  # [B, E, Cc, D]
+    einsum = fp8.einsum_for(cfg.matmul_dtype)  # jnp.einsum, or through FP8 (fp8.py)
+    y = einsum("becf,efd->becd", gelu(einsum("becd,edf->becf", x, p["up"])), p["down"])  # [B, E, Cc, D]
     back = jnp.minimum(slot, E * Cc - 1).reshape(B, t * k, 1)  # each choice's slot (a dropped one's weight is 0)
     y = jnp.take_along_axis(y.reshape(B, E * Cc, D), back, axis=1).reshape(B, t, k, D)
     out = jnp.einsum("btk,btkd->btd", w * keep, y.astype(w.dtype)).astype(h.dtype)  # combined in fp32

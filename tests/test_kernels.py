@@ -9,19 +9,47 @@ import model
 from test_model import SMALL, params, tokens  # noqa: F401 (params is a fixture)
 
 
+def plain_attention(q, k, v):
+    """softmax(q kᵀ / √H, future keys masked) v in fp32, written out: the reference for every implementation."""
+    q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
+    s = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
+    T = q.shape[1]
+    s = jnp.where(jnp.arange(T)[:, None] >= jnp.arange(T), s, -jnp.inf)
+    return jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(s, axis=-1), v)
+
+
+IMPLEMENTATIONS = ["auto", "xla", "halves"] + (["cudnn"] if jax.default_backend() == "gpu" else [])
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("bfloat16", 2e-2)])
 @pytest.mark.parametrize("T", [16, 2])  # 2: halves of one position each
-def test_causal_attention_in_halves_equals_full_masked_attention(T):
-    """kernels.causal_attention (two query halves, the masked quarter skipped) against
-    jax.nn.dot_product_attention over the whole causal T x T, values and gradients. Only the
-    summation order differs: fp32 agreement to ~1e-6 relative."""
-    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8)) for i in range(3))
-    full = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    np.testing.assert_allclose(kernels.causal_attention(q, k, v), full(q, k, v), rtol=1e-5, atol=1e-6)
-    w = jax.random.normal(jax.random.PRNGKey(3), (2, T, 3, 8))
-    ga = jax.grad(lambda *a: jnp.vdot(kernels.causal_attention(*a), w), argnums=(0, 1, 2))(q, k, v)
-    gb = jax.grad(lambda *a: jnp.vdot(full(*a), w), argnums=(0, 1, 2))(q, k, v)
+def test_causal_attention_equals_the_plain_expression(impl, dtype, tol, T):
+    """kernels.causal_attention by each implementation on this platform ('halves': two query halves, the
+    masked quarter skipped; 'cudnn' only on a GPU) against the written-out softmax, values and gradients:
+    fp32 within 1e-6 (only summation order differs), bf16 within 2e-2 (its inputs' rounding), relative to
+    the largest value. bf16 and H 8 (a multiple of 8, <= 128) is what cuDNN takes."""
+    q, k, v, w = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8), dtype) for i in range(4))
+    got, want = kernels.causal_attention(q, k, v, impl), plain_attention(q, k, v)
+    assert got.dtype == q.dtype
+    close = lambda a, b: np.testing.assert_allclose(np.float32(a), b, atol=tol * float(jnp.abs(b).max()), rtol=0)
+    close(got, want)
+    ga = jax.grad(lambda *a: jnp.vdot(kernels.causal_attention(*a, impl).astype(jnp.float32), w), argnums=(0, 1, 2))(q, k, v)
+    gb = jax.grad(lambda *a: jnp.vdot(plain_attention(*a), w.astype(jnp.float32)), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(ga, gb):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        close(a, b.astype(jnp.float32))
+
+
+def test_attention_is_chosen_by_platform_dtype_and_head_size():
+    """cuDNN's flash attention on a GPU where its limits allow (fp16/bf16, H a multiple of 8 up to 128), XLA's
+    where not; on CPU the halves kernel for even T; XLA's on TPU (its own fused attention)."""
+    x = lambda dtype, T=16, H=128: jax.ShapeDtypeStruct((1, T, 2, H), dtype)
+    pick = kernels.attention_implementation
+    assert pick(x(jnp.bfloat16), "gpu") == "cudnn" and pick(x(jnp.float16, H=64), "gpu") == "cudnn"
+    assert pick(x(jnp.float32), "gpu") == "xla" and pick(x(jnp.bfloat16, H=160), "gpu") == "xla"
+    assert pick(x(jnp.bfloat16, H=12), "gpu") == "xla"
+    assert pick(x(jnp.float32), "cpu") == "halves" and pick(x(jnp.float32, T=15), "cpu") == "xla"
+    assert pick(x(jnp.bfloat16), "tpu") == "xla"
 
 
 @pytest.mark.parametrize("chunk", [0, 30, 97])  # whole vocab, uneven last chunk, one exact chunk
