@@ -33,12 +33,16 @@ def test_causal_attention_equals_the_plain_expression(impl, dtype, T):
     the largest value. bf16 and H 8 (a multiple of 8, <= 128) is what cuDNN takes."""
     q, k, v, w = (jax.random.normal(jax.random.PRNGKey(i), (2, T, 3, 8), dtype) for i in range(4))
     tol = TOL[dtype]
-    got, want = kernels.causal_attention(q, k, v, impl), plain_attention(q, k, v)
+    @jax.jit  # one compile a case (eager, every op of the gradient compiles on its own: 3x slower)
+    def both(q, k, v, w):
+        got = jax.value_and_grad(lambda *a: jnp.vdot(kernels.causal_attention(*a, impl).astype(jnp.float32), w),
+                                 argnums=(0, 1, 2))
+        want = jax.value_and_grad(lambda *a: jnp.vdot(plain_attention(*a), w), argnums=(0, 1, 2))
+        return kernels.causal_attention(q, k, v, impl), plain_attention(q, k, v), got(q, k, v)[1], want(q, k, v)[1]
+    got, want, ga, gb = both(q, k, v, w.astype(jnp.float32))
     assert got.dtype == q.dtype
     close = lambda a, b: np.testing.assert_allclose(np.float32(a), b, atol=tol * float(jnp.abs(b).max()), rtol=0)
     close(got, want)
-    ga = jax.grad(lambda *a: jnp.vdot(kernels.causal_attention(*a, impl).astype(jnp.float32), w), argnums=(0, 1, 2))(q, k, v)
-    gb = jax.grad(lambda *a: jnp.vdot(plain_attention(*a), w.astype(jnp.float32)), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(ga, gb):
         close(a, b.astype(jnp.float32))
 

@@ -161,11 +161,13 @@ def test_fused_step_every_optimizer_and_lora_on_stacked_experts():
     mcfg = config.model_config(cfg)
     batches = np.random.default_rng(0).integers(0, 64, (3, 2, 16)).astype(np.int32)
 
+    p0 = jax.jit(partial(model.init, mcfg))(jax.random.PRNGKey(0))  # jitted, as all below: eager ops compile one by one
+
     def run(opt, fused, n=3):
         abs_p = jax.eval_shape(partial(model.init, mcfg), jax.random.PRNGKey(0))
         shard = sharding.shardings(abs_p, jax.eval_shape(opt.init, abs_p), sharding.make_mesh(cfg))
-        params = model.init(mcfg, jax.random.PRNGKey(0))
-        state, fn = opt.init(params), step.make_train_step(cfg, mcfg, opt, shard, fused=fused)
+        params = jax.tree.map(jnp.copy, p0)  # the step donates it
+        state, fn = jax.jit(opt.init)(params), step.make_train_step(cfg, mcfg, opt, shard, fused=fused)
         for i in range(n):
             params, state, loss = fn(params, state, batches[i], np.int32(i))
         return params, state
@@ -174,11 +176,10 @@ def test_fused_step_every_optimizer_and_lora_on_stacked_experts():
     (a, sa), (b, sb) = run(adam, True), run(adam, False)
     for x, y in zip(jax.tree.leaves((a, sa)), jax.tree.leaves((b, sb))):
         np.testing.assert_allclose(x, y, rtol=2e-6, atol=1e-7)
-    p0 = model.init(mcfg, jax.random.PRNGKey(0))
     grads = jax.jit(jax.grad(model.loss_fn), static_argnums=2)(p0, jnp.asarray(batches[0]), mcfg)
     for name, lr in [("sgd", 0.5), ("adafactor", 3e-2), ("muon", 3e-3), ("signum", 1e-3)]:
         opt = optim.build(name, lr, 0.0 if name != "muon" else 0.9, 0.99, **(dict(muon_lr=0.02) if name == "muon" else {}))
-        u, _ = opt.update(grads, opt.init(p0), p0)
+        u, _ = jax.jit(opt.update)(grads, jax.jit(opt.init)(p0), p0)
         assert bool((jnp.abs(u["blocks"]["up"]).max(axis=(2, 3)) > 0).all()), name  # every expert of every layer
     rms = optim.block_rms({"blocks": p0["blocks"]}, optim.layer_blocks({"blocks": p0["blocks"]}))["blocks"]
     want = jnp.sqrt(jnp.mean(p0["blocks"]["up"] ** 2, axis=(2, 3), keepdims=True))  # [L, E, 1, 1]
@@ -189,8 +190,9 @@ def test_fused_step_every_optimizer_and_lora_on_stacked_experts():
     tokens = jnp.asarray(batches[0])
     cfg_l = dict(cfg, lora_rank=2, lora_targets="q,k,v,o")
     adapters = lora.init(p0, cfg_l, jax.random.PRNGKey(1))
-    assert float(model.loss_fn(p0, tokens, mcfg, lora.adapt(adapters, 1.0))) == \
-        pytest.approx(float(model.loss_fn(p0, tokens, mcfg)), abs=1e-6)
+    loss = jax.jit(lambda p, a, t: (model.loss_fn(p, t, mcfg, lora.adapt(a, 1.0)), model.loss_fn(p, t, mcfg)))
+    adapted, base = loss(p0, adapters, tokens)
+    assert float(adapted) == pytest.approx(float(base), abs=1e-6)
     with pytest.raises(SystemExit, match="LoRA adapts an MoE's dense weights only"):
         config.parse(["configs/tiny_gpt2.py", "--n_experts=4", "--lora_rank=2"])
 
