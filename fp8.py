@@ -61,3 +61,9 @@ einsum.defvjp(_fwd, _bwd)
 def einsum_for(matmul_dtype):
     """The einsum a model config's block matmuls use: this file's for 'float8', else jnp.einsum."""
     return einsum if matmul_dtype == "float8" else jnp.einsum
+
+
+def matmul_for(matmul_dtype):
+    """x [..., K] @ w [K, N] as a model config's block matmuls run it: through FP8 for 'float8', else jnp.matmul
+    (the MLP's `@`, so that the default model lowers to the very program it did before FP8 existed)."""
+    return (lambda x, w: einsum("...k,kn->...n", x, w)) if matmul_dtype == "float8" else jnp.matmul

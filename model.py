@@ -178,8 +178,9 @@ def block(cfg: Config, x, p, pos, cache=None, segments=None):
     einsum = fp8.einsum_for(cfg.matmul_dtype)
     x = x + einsum("btnh,nhd->btd", a, p["o"])
     h = rms_norm(x)
-    if not cfg.n_experts:  # gelu = jax.nn.gelu(approximate=True)
-        return x + einsum("btf,fd->btd", gelu(einsum("btd,df->btf", h, p["up"])), p["down"]), cache, {}  # [B, t, D]
+    if not cfg.n_experts:  # gelu = jax.nn.gelu(approximate=True); matmul: jnp.matmul, or through FP8 (fp8.py)
+        matmul = fp8.matmul_for(cfg.matmul_dtype)
+        return x + matmul(gelu(matmul(h, p["up"])), p["down"]), cache, {}  # [B, t, D]
     y, aux, routes = moe.mlp(cfg, h, p, None if cache is None else cache["route"], pos)
     return x + y, cache if cache is None else dict(cache, route=routes), aux
 
