@@ -25,7 +25,7 @@ TOL = {"float32": 1e-6, "bfloat16": 2e-2}
 
 
 @pytest.mark.parametrize("impl,dtype,T", [(i, d, 16) for i in IMPLEMENTATIONS for d in TOL] +
-                         [("halves", "float32", 2)])  # T 2: halves of one position each
+                         [("halves", "float32", 2), ("halves", "float32", 3)])  # T 2: halves of one position each; 3: odd, XLA's
 def test_causal_attention_equals_the_plain_expression(impl, dtype, T):
     """kernels.causal_attention by each implementation on this platform ('halves': two query halves, the
     masked quarter skipped; 'cudnn' only on a GPU) against the written-out softmax, values and gradients:
