@@ -6,6 +6,7 @@ kill and restart it at any moment. Every attempt is recorded; a diverged run (ex
 
     python sweep.py run sweeps/fig1a.py --jobs=2     # run what is not done yet; --dry_run lists the points
     python sweep.py collect sweeps/fig1a.py          # the CSV (run also writes it after every point)
+    python sweep.py restore sweeps/fig1a.py          # a committed CSV's finished points back into out/ (to extend it)
 """
 import argparse, contextlib, csv, ctypes, fcntl, itertools, math, os, re, signal, subprocess, sys, time
 
@@ -46,10 +47,10 @@ def load(path, root="out/sweeps"):
              tune=scope.get("tune", []), out=out, csv=scope.get("csv", os.path.join(out, name + ".csv")))
     if not isinstance(s["config"], str) or not isinstance(s["points"], list) or not s["points"]:
         raise ValueError(f"sweep file '{path}' must set config = 'configs/....py' and a non-empty list `points`")
-    unknown = {k for r in s["tune"] for k in r} - {"key", "factor", "margin", "around", "factors", "values", "where"}
+    unknown = {k for r in s["tune"] for k in r} - {"key", "factor", "margin", "around", "factors", "values", "span", "where"}
     if unknown or any("key" not in r or ("around" in r) != ("factors" in r or "values" in r) for r in s["tune"]):
         raise ValueError(f"sweep file '{path}': a tune rule is dict(key=..., factor=2, margin=1, where=...) or "
-                         "dict(key=..., around=..., factors=[...], where=...)" +
+                         "dict(key=..., around=..., factors=[...] or values=[...], span=1, where=...)" +
                          (f"; unknown {sorted(unknown)}" if unknown else ""))
     names = [point_name(p) for p in s["points"]]
     if len(set(names)) < len(names):
@@ -136,11 +137,30 @@ def _apply(rule, rules, points, results):
         best = _best(ps, results)
         if best is None or (tuner and _extend(ps, tuner, results) != []):
             continue
+        if "span" in rule:  # replicates (seeds) at the best by their mean and `span` points either side of it
+            lo, hi = _span(ps, rule, results)
+            new += [(dict(p, **{key: v}), key) for p in ps[lo:hi] for v in rule["values"] if p.get(key) != v]
+            continue
         if "values" not in rule and key not in best:
             raise ValueError(f"tune rule on '{key}': point {point_name(best)} does not set it")
         values = rule["values"] if "values" in rule else [_round(best[key] * f) for f in rule["factors"]]
         new += [(dict(best, **{key: v}), key) for v in values if best.get(key) != v]
     return new
+
+def _span(ps, rule, results):
+    """The slice of ps (a tuned group) whose points get replicates (a rule's `values` of its key, e.g. seeds): the
+    best grid point and `span` points either side, widened while the best by the mean over replicates (a diverged
+    one makes a mean inf) is within `span` of an end of it, once all of them are finished. It only grows."""
+    reps = lambda p: [p] + [dict(p, **{rule["key"]: v}) for v in rule["values"] if p.get(rule["key"]) != v]
+    mean = lambda p: math.fsum(results[point_name(q)]["final_val_loss"] if _state(q, results) == "done" else math.inf
+                               for q in reps(p)) / len(reps(p))
+    i, w = ps.index(_best(ps, results)), rule["span"]
+    lo, hi = max(0, i - w), min(len(ps), i + w + 1)
+    while all(_state(q, results) in FINAL for p in ps[lo:hi] for q in reps(p)):
+        c = lo + min(range(hi - lo), key=lambda j: (mean(ps[lo + j]), lo + j != i))
+        if (lo, hi) == (lo := min(lo, max(0, c - w)), hi := max(hi, min(len(ps), c + w + 1))):
+            break
+    return lo, hi
 
 def expand(sweep, results):
     """Every point known so far, as (point, variant) pairs: the file's points (variant None), then what the
@@ -314,6 +334,33 @@ def collect(sweep, path):
             atomic_write(to, lambda f, t=table: _write_csv(f, t))
     return rows
 
+def restore(sweep, path):
+    """Each finished point of a committed CSV (and its curves) back into its run directory as result.json and
+    metrics.jsonl, where the directory has no result: a clone can extend a sweep (more LRs, seeds) without
+    rerunning it. Diverged and failed points are not restored: they run again, under today's divergence rule."""
+    def num(v):
+        with contextlib.suppress(ValueError):
+            return int(v) if v.isdigit() else float(v)
+        return v or None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    curves = {}
+    if os.path.exists(cpath := path[:-4] + "_curves.csv"):
+        with open(cpath) as f:
+            for c in csv.DictReader(f):
+                curves.setdefault(c["name"], []).append({k: num(v) for k, v in c.items() if k != "name" and v != ""})
+    n = 0
+    for r in rows:
+        out = os.path.join(sweep["out"], r["name"])
+        if r["status"] != "done" or os.path.exists(os.path.join(out, "result.json")):
+            continue
+        os.makedirs(out, exist_ok=True)
+        write_json(os.path.join(out, "metrics.jsonl"), curves.get(r["name"], []), lines=True)
+        write_json(os.path.join(out, "result.json"), dict({k: num(r.get(k, "")) for k in RESULT_KEYS},
+                                                          status="done", reason="", restored_from=path))
+        n += 1
+    return n
+
 def _write_csv(f, rows):
     w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
@@ -333,7 +380,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the points not finished yet (resumable: kill and rerun at any time)")
-    for s in (run, sub.add_parser("collect", help="write the sweep's CSV from what is on disk")):
+    for s in (run, sub.add_parser("collect", help="write the sweep's CSV from what is on disk"),
+              sub.add_parser("restore", help="the CSV's finished points back into their run directories (to extend "
+                                             "a committed sweep without rerunning it)")):
         s.add_argument("sweep", help="a sweep file, e.g. sweeps/fig1a.py")
         s.add_argument("--csv", help="where the results go (default: the sweep file's `csv`)")
     run.add_argument("--jobs", type=int, default=len(CORES), help="train.py processes at once (default: one per core)")
@@ -342,6 +391,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     sweep = load(a.sweep)
     path = a.csv or sweep["csv"]
+    if a.cmd == "restore":
+        return print(f"{restore(sweep, path)} finished points of {path} -> {sweep['out']}/")
     if a.cmd == "collect":
         return print(f"{len(collect(sweep, path))} points -> {path}")
     if a.dry_run:

@@ -69,6 +69,50 @@ def test_tune_rule_around_scales_the_best_point_of_a_settled_group_only():
     assert [(p["lr"], p["t2"], p["seed"]) for p, v in got if v == "seed"] == [(2.0, 100.0, 1), (2.0, 100.0, 2)]
 
 
+def test_seed_rule_with_a_span_seeds_the_best_and_its_neighbours_and_follows_the_best_by_the_mean():
+    lrs = [0.5, 1.0, 2.0, 4.0, 8.0]
+    s = dict(points=[dict(lr=lr) for lr in lrs], tune=[dict(key="lr", factor=2, margin=1),
+                                                       dict(key="seed", around="lr", values=[1, 2], span=1)])
+    grid = dict(zip(lrs, [3.0, 2.1, 2.0, 2.2, 3.0]))  # seed 0: best at LR 2
+    res = [(dict(lr=lr), v) for lr, v in grid.items()]
+    seeded = lambda res: sorted({(p["lr"], p["seed"]) for p, v in sweep.expand(s, fake(res)) if v == "seed"})
+    assert seeded(res) == [(lr, k) for lr in (1.0, 2.0, 4.0) for k in (1, 2)]  # the best and one LR either side
+    # seeds 1 and 2 put LR 1 ahead on the mean (2.1, 1.9, 1.9 against 2.0, 2.2, 2.2): LR 0.5 gets seeds too
+    more = {1.0: 1.9, 2.0: 2.2, 4.0: 2.3}
+    res += [(dict(lr=lr, seed=k), more[lr]) for lr in (1.0, 2.0, 4.0) for k in (1, 2)]
+    assert seeded(res) == [(lr, k) for lr in (0.5, 1.0, 2.0, 4.0) for k in (1, 2)]
+    # while one seed is unfinished the best stays the grid's: nothing is added on a partial mean
+    res[-1] = (dict(lr=4.0, seed=2), "todo")
+    assert seeded(res) == [(lr, k) for lr in (1.0, 2.0, 4.0) for k in (1, 2)]
+    # a diverged seed makes its LR's mean infinite
+    res[-1] = (dict(lr=4.0, seed=2), 2.3)
+    res[5] = (dict(lr=1.0, seed=1), "diverged")
+    assert seeded(res) == [(lr, k) for lr in (1.0, 2.0, 4.0) for k in (1, 2)]
+
+
+def test_restore_puts_a_committed_csv_back_so_a_sweep_extends_it_without_rerunning(tmp_path):
+    (tmp_path / "s.py").write_text("config = 'configs/mini.py'\npoints = [dict(lr=1.0), dict(lr=2.0), dict(lr=4.0)]\n"
+                                   f"root = {str(tmp_path / 'out')!r}\ntune = [dict(key='lr', factor=2, margin=1)]\n")
+    s = sweep.load(str(tmp_path / "s.py"))
+    for p, loss in [(dict(lr=1.0), 2.5), (dict(lr=2.0), 2.0)]:  # two finished runs, as train.py leaves them
+        out = sweep.run_dir(s, p)
+        os.makedirs(out)
+        common.write_json(os.path.join(out, "metrics.jsonl"), [dict(step=8, tokens=1024, train_loss=loss + 0.5),
+                                                                dict(step=16, tokens=2048, val_loss=loss)], lines=True)
+        common.write_json(os.path.join(out, "result.json"), dict(status="done", final_val_loss=loss, n_steps=16))
+    os.makedirs(out := sweep.run_dir(s, dict(lr=4.0)))
+    common.write_json(os.path.join(out, "result.json"), dict(status="diverged", reason="train loss above ln V"))
+    rows = sweep.collect(s, csv_path := str(tmp_path / "s.csv"))
+    os.rename(tmp_path / "out", tmp_path / "old")  # a fresh clone: the CSVs and nothing else
+    assert sweep.restore(s, csv_path) == 2
+    assert sweep.restore(s, csv_path) == 0  # a result on disk is never overwritten
+    points, results = sweep.known(s)
+    assert [results[sweep.point_name(p)]["status"] for p, _ in points] == ["done", "done", "todo"]  # rerun: diverged
+    again = sweep.collect(s, str(tmp_path / "again.csv"))
+    assert [r["final_val_loss"] for r in again[:2]] == [r["final_val_loss"] for r in rows[:2]] == [2.5, 2.0]
+    assert open(tmp_path / "again_curves.csv").read() == open(tmp_path / "s_curves.csv").read()
+
+
 def test_sweep_file_errors_are_one_line_and_name_the_problem(tmp_path):
     f = tmp_path / "bad.py"
     f.write_text("config = 'configs/mini.py'\npoints = [dict(lr=1.0), dict(lr=1.0)]\n")
