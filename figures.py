@@ -8,7 +8,9 @@ lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Ad
 around its best), fig5.png (β2 = 0.95 at every batch size against t2 fixed: Fig. 5) and curves.png
 (train loss against tokens of each batch size's best run, and its difference from the smallest batch's),
 and prints the claims table (README). Every finite point lies inside its panel; a point that diverged is an
-x in a band above the data, past a dotted line. Seeds, if a sweep has them, are averaged.
+x in a band above the data, past a dotted line. Where a sweep has seeds, a loss is their mean, the best LR
+the lowest mean among the LRs with the most seeds, error bars and '±' their standard deviation, and a
+difference within twice that a tie.
 --finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
 and its table (README "Fine-tuning").
 --mup: μP's experiments (sweeps/mup_transfer.py, sweeps/stability.py; docs/mup.md): transfer.png (val loss
@@ -35,19 +37,44 @@ def read(path):
         return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def by_lr(rows, opt, B, variant=None):
-    """{lr: mean final val loss over seeds (inf: diverged)} of the grid points of (optimizer, batch size)."""
+def seeds(rows, opt, B):
+    """{lr: [final val loss of each seed (inf: diverged)]} of the grid points of (optimizer, batch size) and their
+    seeds (sweep.py's seed rule marks them variant "seed")."""
     losses = defaultdict(list)
     for r in rows:
-        if (r["optimizer"], r["batch_size"], r["variant"]) == (opt, B, variant) and r["status"] in ("done", "diverged"):
+        if (r["optimizer"], r["batch_size"]) == (opt, B) and r["variant"] in (None, "seed") \
+                and r["status"] in ("done", "diverged"):
             losses[r["lr"]].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
-    return {lr: sum(v) / len(v) for lr, v in sorted(losses.items())}
+    return dict(sorted(losses.items()))
 
 
-def best(rows, opt, B):
-    """(lr, loss) of the best LR of (optimizer, batch size), or None if nothing finished."""
-    done = {lr: v for lr, v in by_lr(rows, opt, B).items() if v < math.inf}
-    return min(done.items(), key=lambda kv: kv[1]) if done else None
+def mean_std(v):
+    """(mean, sample standard deviation (0 for one seed), number of seeds) of a list of losses."""
+    m = math.fsum(v) / len(v)
+    return m, math.sqrt(math.fsum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 and m < math.inf else 0.0, len(v)
+
+
+def by_lr(rows, opt, B):
+    """{lr: mean final val loss over seeds (inf: a seed diverged)} of (optimizer, batch size)."""
+    return {lr: mean_std(v)[0] for lr, v in seeds(rows, opt, B).items()}
+
+
+def best(rows, opt, B, spread=False):
+    """(lr, mean loss) of the best LR of (optimizer, batch size) by the mean over seeds, among the LRs with the
+    most seeds (an LR run once is not compared with three seeds' mean); (lr, mean, std, n) with spread=True.
+    None if nothing finished."""
+    s = {lr: mean_std(v) for lr, v in seeds(rows, opt, B).items()}
+    n = max((x[2] for x in s.values() if x[0] < math.inf), default=0)
+    done = {lr: x for lr, x in s.items() if x[0] < math.inf and x[2] == n}
+    lr = min(done, key=lambda lr: done[lr][0], default=None)
+    return None if lr is None else (lr, *done[lr]) if spread else (lr, done[lr][0])
+
+
+def versus(a, b):
+    """a's mean minus b's, each (lr, mean, std, n): '+0.031', or '+0.004 (tie)' when the difference is smaller
+    than twice the larger of the two seeds' standard deviations (only where both have seeds)."""
+    d, tie = a[1] - b[1], min(a[3], b[3]) > 1 and abs(a[1] - b[1]) < 2 * max(a[2], b[2])
+    return f"{d:+.3f}" + " (tie)" * tie
 
 
 def batch_sizes(rows):
@@ -85,11 +112,19 @@ def legend(axes, **kw):
     axes[-1].legend(entries.values(), entries.keys(), **kw)
 
 
+def errorbars(ax, pts, **kw):
+    """The std bars of (x, mean, std) points that have seeds, with no line of their own (the line is line()'s)."""
+    if pts := [p for p in pts if p[2] > 0]:
+        ax.errorbar(*zip(*pts), fmt="none", capsize=3, **kw)
+
+
 def plot_fig1a(rows, ax):
-    for o in optimizers(rows):
-        line(ax, [(B, b[1]) for B in batch_sizes(rows) if (b := best(rows, o, B))], "o-", label=OPTIMIZERS[o])
+    for i, o in enumerate(optimizers(rows)):
+        pts = [(B, b[1], b[2]) for B in batch_sizes(rows) if (b := best(rows, o, B, spread=True))]
+        line(ax, [p[:2] for p in pts], "o-", color=f"C{i}", label=OPTIMIZERS[o])
+        errorbars(ax, pts, color=f"C{i}")
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss (nats/byte)",
-           title="Best loss by batch size (Fig. 1a)")
+           title="Best loss by batch size (Fig. 1a; bars: ± std over seeds)")
     ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
     ax.legend()
 
@@ -110,16 +145,15 @@ def plot_lr(rows, axes):
 
 
 def t2_scan(rows, B):
-    """{t2 / t2 of the grid: loss} of Adam at batch size B at its best LR (the grid point and its variants)."""
-    b = best(rows, "adamw", B)
-    if not b:
-        return {}
-    pts = [r for r in rows if r["optimizer"] == "adamw" and r["batch_size"] == B and r["lr"] == b[0]
-           and r["status"] in ("done", "diverged") and r["variant"] in (None, "t2")]
-    t2 = next((r["t2"] for r in pts if r["variant"] is None), None)
-    losses = defaultdict(list)  # over seeds
-    for r in pts if t2 else []:
-        losses[r["t2"] / t2].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
+    """{t2 / t2 of the grid: loss} of Adam at batch size B at the LR its t2 variants were run at (the sweep's
+    best seed-0 LR), the grid point's loss at seed 0, as the variants'."""
+    pts = [r for r in rows if r["optimizer"] == "adamw" and r["batch_size"] == B and r["variant"] == "t2"
+           and r["status"] in ("done", "diverged")]
+    grid = [r for r in rows if pts and (r["optimizer"], r["batch_size"], r["lr"], r["variant"]) ==
+            ("adamw", B, pts[0]["lr"], None) and r["status"] in ("done", "diverged") and not r.get("seed")]
+    losses = defaultdict(list)
+    for r in pts + grid if grid else []:
+        losses[r["t2"] / grid[0]["t2"]].append(r["final_val_loss"] if r["status"] == "done" else math.inf)
     return {f: sum(v) / len(v) for f, v in sorted(losses.items())}
 
 
@@ -139,12 +173,13 @@ def plot_t2(rows, ax):
 
 def plot_fig5(rows, rows95, ax):
     sets = (rows, "t2 fixed"), (rows95, "β2 = 0.95 at every batch size")
-    bests = [{B: (b[1] if (b := best(rs, "adamw", B)) else math.inf) for B in batch_sizes(rs) if by_lr(rs, "adamw", B)}
-             for rs, _ in sets]
-    top = y_range(ax, [v for d in bests for v in d.values()])
+    bests = [{B: (b[1:3] if (b := best(rs, "adamw", B, spread=True)) else (math.inf, 0.0)) for B in batch_sizes(rs)
+              if by_lr(rs, "adamw", B)} for rs, _ in sets]
+    top = y_range(ax, [v for d in bests for v, _ in d.values()])
     for i, (d, (_, label)) in enumerate(zip(bests, sets)):
-        line(ax, [(B, v) for B, v in d.items() if v < math.inf], "o-", color=f"C{i}", label=label)
-        line(ax, [(B, top) for B, v in d.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
+        line(ax, [(B, v) for B, (v, _) in d.items() if v < math.inf], "o-", color=f"C{i}", label=label)
+        errorbars(ax, [(B, v, s) for B, (v, s) in d.items() if v < math.inf], color=f"C{i}")
+        line(ax, [(B, top) for B, (v, _) in d.items() if v == math.inf], "x", color=f"C{i}", **DIVERGED)
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss",
            title="Adam: β2 fixed vs t2 fixed (Fig. 5)")
     ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
@@ -188,31 +223,33 @@ def plot_curves(rows, curves, axes, opt="adamw"):
 
 
 def claims(rows, rows95=None):
-    """The README's table: the paper's claims (a)-(d) next to what the sweeps show, as markdown lines."""
+    """The README's table: the paper's claims (a)-(d) next to what the sweeps show, as markdown lines. A loss
+    is the mean over seeds ± their standard deviation; a difference within twice that is a tie (versus)."""
     Bs, opts = batch_sizes(rows), optimizers(rows)
-    cell = lambda b: f"{b[1]:.3f} ({b[0]:.3g})" if b else "–"
+    cell = lambda b: (f"{b[1]:.3f} ± {b[2]:.3f}" if b[3] > 1 else f"{b[1]:.3f}") + f" ({b[0]:.3g})" if b else "–"
+    bests = {(o, B): best(rows, o, B, spread=True) for o in opts for B in Bs}
     out = ["| batch size | " + " | ".join(f"{OPTIMIZERS[o]} best (LR)" for o in opts) + " |",
            "|---" * (len(opts) + 1) + "|"]
-    out += [f"| {B} | " + " | ".join(cell(best(rows, o, B)) for o in opts) + " |" for B in Bs]
+    out += [f"| {B} | " + " | ".join(cell(bests[o, B]) for o in opts) + " |" for B in Bs]
     for o in opts:  # (a)
-        b = {B: x[1] for B in Bs if (x := best(rows, o, B))}
+        b = {B: x for B in Bs if (x := bests[o, B])}
         if b:
-            f = lambda B: f"{b[B]:.3f}" if B in b else "no finished run"
-            out.append(f"(a) {OPTIMIZERS[o]}: best at batch size {min(b, key=b.get)}; batch {Bs[0]} vs {Bs[-1]}: "
-                       f"{f(Bs[0])} vs {f(Bs[-1])}")
+            top = min(b, key=lambda B: b[B][1])
+            out.append(f"(a) {OPTIMIZERS[o]}: best at batch size {top}; others minus it: " +
+                       ", ".join(f"B {B} {versus(b[B], b[top])}" for B in Bs if B != top and B in b))
     if {"sgd", "adamw"} <= set(opts):  # (b)
-        gap = [f"B {B}: {best(rows, 'sgd', B)[1] - best(rows, 'adamw', B)[1]:+.3f}" for B in Bs
-               if best(rows, "sgd", B) and best(rows, "adamw", B)]
+        gap = [f"B {B}: {versus(bests['sgd', B], bests['adamw', B])}" for B in Bs
+               if bests["sgd", B] and bests["adamw", B]]
         out.append("(b) SGD minus Adam: " + ", ".join(gap))
     if rows95:  # (c)
         for B in Bs:
-            fixed, b95 = best(rows, "adamw", B), best(rows95, "adamw", B)
+            fixed, b95 = bests.get(("adamw", B)), best(rows95, "adamw", B, spread=True)
             if fixed and by_lr(rows95, "adamw", B):
-                out.append(f"(c) B {B}: Adam t2 fixed {fixed[1]:.3f}, β2 = 0.95 " +
-                           (f"{b95[1]:.3f} ({b95[1] - fixed[1]:+.3f})" if b95 else "diverged at every LR tried"))
+                out.append(f"(c) B {B}: Adam t2 fixed {cell(fixed)}, β2 = 0.95 " +
+                           (f"{cell(b95)}: {versus(b95, fixed)}" if b95 else "diverged at every LR tried"))
     for o in opts:  # (d)
         for B in (Bs[0], Bs[-1]):
-            b, d = best(rows, o, B), by_lr(rows, o, B)
+            b, d = bests[o, B], by_lr(rows, o, B)
             if b:
                 ex = [f"x{lr / b[0]:g}: " + ("div" if v == math.inf else f"{v - b[1]:+.3f}") for lr, v in d.items()
                       if lr != b[0] and 1 / 8.01 < lr / b[0] < 8.01]

@@ -40,23 +40,36 @@ def test_best_lr_skips_diverged_points_and_averages_seeds(tmp_path):
     assert figures.best(rows, "sgd", 1) == (0.2, 2.8)
     assert figures.best(rows, "adamw", 1) == (0.002, pytest.approx(2.52))  # seeds 0 and 1: (2.50 + 2.54) / 2
     assert figures.best(rows, "adamw", 4) == (0.004, 2.7)
-    assert figures.t2_scan(rows, 1) == {0.5: 2.45, 1.0: pytest.approx(2.52), 4.0: 2.6}  # t2 / 100 at the best LR
+    assert figures.best(rows, "adamw", 1, spread=True) == (0.002, pytest.approx(2.52), pytest.approx(0.04 / 2 ** 0.5), 2)
+    # t2 / 100 at the LR the variants ran at, against the grid point's seed 0 (the variants' seed): paired
+    assert figures.t2_scan(rows, 1) == {0.5: 2.45, 1.0: 2.50, 4.0: 2.6}
     assert figures.best(figures.read(write(tmp_path / "b.csv", RUNS95)), "adamw", 1) is None  # every LR diverged
 
 
 def test_claims_table_and_figures(tmp_path):
     a, b = write(tmp_path / "fig1a.csv", RUNS), write(tmp_path / "fig5.csv", RUNS95)
     lines = figures.claims(figures.read(a), figures.read(b))
-    assert lines[2] == "| 1 | 2.800 (0.2) | 2.520 (0.002) |"
-    assert "(a) SGD: best at batch size 1; batch 1 vs 4: 2.800 vs 3.300" in lines
+    assert lines[2] == "| 1 | 2.800 (0.2) | 2.520 ± 0.028 (0.002) |"  # the mean ± std over seeds 0 and 1
+    assert "(a) SGD: best at batch size 1; others minus it: B 4 +0.500" in lines
     assert "(b) SGD minus Adam: B 1: +0.280, B 4: +0.600" in lines
-    assert "(c) B 1: Adam t2 fixed 2.520, β2 = 0.95 diverged at every LR tried" in lines
-    assert "(c) B 4: Adam t2 fixed 2.700, β2 = 0.95 2.750 (+0.050)" in lines
+    assert "(c) B 1: Adam t2 fixed 2.520 ± 0.028 (0.002), β2 = 0.95 diverged at every LR tried" in lines
+    assert "(c) B 4: Adam t2 fixed 2.700 (0.004), β2 = 0.95 2.750 (0.004): +0.050" in lines
     assert "(d) SGD B 1: loss - best at LR x0.5: +0.200, x2: div" in lines
-    assert "(d) Adam B 1: loss - best at t2 x0.5: -0.070, x4: +0.080" in lines
+    assert "(d) Adam B 1: loss - best at t2 x0.5: -0.050, x4: +0.100" in lines
     figures.main([a, b])
     for name in ("fig1a", "lr", "t2", "fig5"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+
+
+def test_a_difference_within_twice_the_seeds_spread_is_a_tie_and_one_seed_is_never_compared(tmp_path):
+    a, b = (1e-3, 2.53, 0.01, 3), (2e-3, 2.52, 0.02, 3)
+    assert figures.versus(a, b) == "+0.010 (tie)"  # 0.01 < 2 x 0.02
+    assert figures.versus((1e-3, 2.57, 0.01, 3), b) == "+0.050"
+    assert figures.versus((1e-3, 2.53, 0.0, 1), b) == "+0.010"  # one seed: no spread to judge by
+    # an LR run with one seed is not the best over an LR with three, however low its one loss
+    runs = [("adamw", 1, 1e-3, 0, "done", 2.40)] + [("adamw", 1, 2e-3, k, "done", v) for k, v in enumerate((2.5, 2.6, 2.4))]
+    rows = figures.read(write(tmp_path / "s.csv", runs))
+    assert figures.best(rows, "adamw", 1, spread=True) == (2e-3, pytest.approx(2.5), pytest.approx(0.1), 3)
 
 
 def test_finetune_table_averages_seeds_and_names_each_way(tmp_path):
