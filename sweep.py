@@ -297,8 +297,9 @@ class Runner:
         from tqdm import tqdm
         signal.signal(signal.SIGTERM, self.stop), signal.signal(signal.SIGINT, self.stop)
         with tqdm(desc=self.sweep["name"], unit="run", dynamic_ncols=True, mininterval=1.0) as bar:
+            now = None  # known(sweep), read again only after a process ends (hundreds of result files, each poll)
             while True:
-                points, results = known(self.sweep)
+                points, results = now = now or known(self.sweep)
                 if (count := (len(points), sum(r["status"] in FINAL for r in results.values()))) != (bar.total, bar.n):
                     bar.total, bar.n = count
                     bar.refresh()
@@ -313,6 +314,7 @@ class Runner:
                 time.sleep(POLL_S)
                 if self.poll():
                     collect(self.sweep, csv_path)
+                    now = None
         collect(self.sweep, csv_path)
         return known(self.sweep)
 
