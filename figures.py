@@ -2,6 +2,7 @@
 
     python figures.py assets/sweeps/fig1a.csv assets/sweeps/fig5.csv
     python figures.py --finetune assets/sweeps/finetune.csv
+    python figures.py --budget assets/sweeps/budget.csv assets/sweeps/fig1a.csv
 
 writes next to the first CSV: fig1a.png (best val loss by batch size, per optimizer: paper Fig. 1a),
 lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Adam's loss against t2
@@ -11,6 +12,7 @@ and prints the claims table (README). Every finite point lies inside its panel; 
 x in a band above the data, past a dotted line. Where a sweep has seeds, a loss is their mean, the best LR
 the lowest mean among the LRs with the most seeds, error bars and '±' their standard deviation, and a
 difference within twice that a tie.
+--budget: the budget control (sweeps/budget.py: 4x the tokens) beside fig1a: budget.png and its table.
 --finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
 and its table (README "Fine-tuning").
 --mup: μP's experiments (sweeps/mup_transfer.py, sweeps/stability.py; docs/mup.md): transfer.png (val loss
@@ -261,6 +263,45 @@ def claims(rows, rows95=None):
     return out
 
 
+def budget_table(rows, rows2m):
+    """The budget control (sweeps/budget.py, 4x tokens) beside fig1a at the same batch sizes: each (optimizer,
+    batch size)'s best at both budgets, then per budget the batch sizes best first and SGD minus Adam."""
+    Bs, opts = batch_sizes(rows), [o for o in optimizers(rows) if o in optimizers(rows2m)]
+    sets = [(rows2m, "fig1a"), (rows, "4x tokens")]
+    cell = lambda b: (f"{b[1]:.3f} ± {b[2]:.3f}" if b[3] > 1 else f"{b[1]:.3f}") + f" ({b[0]:.3g})" if b else "–"
+    bests = {(o, B, k): best(rs, o, B, spread=True) for o in opts for B in Bs for k, (rs, _) in enumerate(sets)}
+    out = ["| batch size (steps at 4x) | " + " | ".join(f"{OPTIMIZERS[o]}, {name}" for o in opts for _, name in sets)
+           + " |", "|---" * (1 + 2 * len(opts)) + "|"]
+    steps = {int(r["batch_size"]): int(r["n_steps"]) for r in rows if r.get("n_steps")}
+    out += [f"| {B} ({steps.get(B, '?')}) | " + " | ".join(cell(bests[o, B, k]) for o in opts for k in range(2)) + " |"
+            for B in Bs]
+    for k, (_, name) in enumerate(sets):
+        for o in opts:
+            b = {B: x for B in Bs if (x := bests[o, B, k])}
+            if b:
+                top = min(b, key=lambda B: b[B][1])
+                out.append(f"{name}: {OPTIMIZERS[o]} best at batch size {top}; others minus it: " +
+                           ", ".join(f"B {B} {versus(b[B], b[top])}" for B in Bs if B != top and B in b))
+        if {"sgd", "adamw"} <= set(opts):
+            out.append(f"{name}: SGD minus Adam: " + ", ".join(
+                f"B {B}: {versus(bests['sgd', B, k], bests['adamw', B, k])}" for B in Bs
+                if bests["sgd", B, k] and bests["adamw", B, k]))
+    return out
+
+
+def plot_budget(rows, rows2m, ax):
+    """Best loss against batch size per optimizer: fig1a's budget dashed, 4x tokens solid."""
+    for i, o in enumerate(o for o in optimizers(rows) if o in optimizers(rows2m)):
+        for rs, ls, name in ((rows2m, "--", "fig1a"), (rows, "-", "4x tokens")):
+            pts = [(B, b[1], b[2]) for B in batch_sizes(rows) if (b := best(rs, o, B, spread=True))]
+            line(ax, [p[:2] for p in pts], "o" + ls, color=f"C{i}", label=f"{OPTIMIZERS[o]}, {name}")
+            errorbars(ax, pts, color=f"C{i}")
+    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="best val loss (nats/byte)",
+           title="Budget control: 2M vs 8M tokens")
+    ax.set_xticks(batch_sizes(rows), batch_sizes(rows))
+    ax.legend(fontsize=7)
+
+
 def way(r):
     """The fine-tuning comparison's name of a row of sweeps/finetune.py's CSV."""
     bf16 = ", bf16 + SR" if r.get("param_dtype") == "bfloat16" else ""
@@ -473,6 +514,7 @@ def main(argv=None):
     ap.add_argument("--finetune", action="store_true", help="csv is sweeps/finetune.py's: its figure and table")
     ap.add_argument("--mup", action="store_true", help="the CSVs are sweeps/mup_transfer.py's and/or stability.py's")
     ap.add_argument("--moe", action="store_true", help="csv is sweeps/moe.py's: MoE against dense")
+    ap.add_argument("--budget", action="store_true", help="csv is sweeps/budget.py's, the second fig1a's: 4x tokens")
     a = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -484,6 +526,11 @@ def main(argv=None):
         plot_moe(rows, plt.subplots(1, len(batch_sizes(rows)), figsize=(5 * len(batch_sizes(rows)), 4), squeeze=False)[1][0])
         save(plt, os.path.join(os.path.dirname(a.csv), "moe.png"))
         return print("\n".join(moe_table(rows)))
+    if a.budget:
+        rows, rows2m = read(a.csv), read(a.csv95)
+        plot_budget(rows, rows2m, plt.subplots(figsize=(6, 4))[1])
+        save(plt, os.path.join(os.path.dirname(a.csv), "budget.png"))
+        return print("\n".join(budget_table(rows, rows2m)))
     if a.finetune:
         plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "finetune.png"))

@@ -72,6 +72,26 @@ def test_a_difference_within_twice_the_seeds_spread_is_a_tie_and_one_seed_is_nev
     assert figures.best(rows, "adamw", 1, spread=True) == (2e-3, pytest.approx(2.5), pytest.approx(0.1), 3)
 
 
+def test_budget_table_puts_each_batch_size_beside_its_fig1a_best_and_ranks_them(tmp_path):
+    """figures.py --budget: 4x tokens beside fig1a at the batch sizes the control ran; per budget the batch sizes
+    against the best (ties by the seeds' spread) and SGD minus Adam, worked out by hand."""
+    rows2m = figures.read(write(tmp_path / "fig1a.csv", RUNS))  # batch 1: SGD 2.8, Adam 2.52 ± 0.028; batch 4: 3.3, 2.7
+    runs = [("sgd", 1, 0.2, 0, "done", 2.5), ("sgd", 1, 0.4, 0, "done", 2.6), ("sgd", 4, 0.4, 0, "done", 2.4),
+            ("adamw", 1, 2e-3, 0, "done", 2.2), ("adamw", 4, 4e-3, 0, "done", 2.3), ("adamw", 4, 8e-3, 0, "diverged", None)]
+    rows = figures.read(write(tmp_path / "budget.csv", runs))
+    for r in rows:
+        r["n_steps"] = 64.0 / r["batch_size"]
+    lines = figures.budget_table(rows, rows2m)
+    assert lines[0] == "| batch size (steps at 4x) | SGD, fig1a | SGD, 4x tokens | Adam, fig1a | Adam, 4x tokens |"
+    assert lines[2] == "| 1 (64) | 2.800 (0.2) | 2.500 (0.2) | 2.520 ± 0.028 (0.002) | 2.200 (0.002) |"
+    assert lines[3] == "| 4 (16) | 3.300 (0.4) | 2.400 (0.4) | 2.700 (0.004) | 2.300 (0.004) |"
+    assert "fig1a: SGD best at batch size 1; others minus it: B 4 +0.500" in lines
+    assert "4x tokens: SGD best at batch size 4; others minus it: B 1 +0.100" in lines  # the ranking turned
+    assert "4x tokens: SGD minus Adam: B 1: +0.300, B 4: +0.100" in lines
+    figures.main(["--budget", str(tmp_path / "budget.csv"), str(tmp_path / "fig1a.csv")])
+    assert (tmp_path / "budget.png").stat().st_size > 10_000
+
+
 def test_finetune_table_averages_seeds_and_names_each_way(tmp_path):
     """figures.py --finetune: a way is (optimizer, batch size, LoRA, bf16); its best LR by mean exact match over
     seeds (ties: the lower loss), with its neighbours' exact match; ways best first."""
