@@ -77,9 +77,11 @@ def status(out):
 def known(sweep):
     """(points, {name: result}) known now: the tune rules applied to the results on disk until nothing new."""
     points = expand(sweep, {})
+    done = {d: r for d in (os.listdir(sweep["out"]) if os.path.isdir(sweep["out"]) else [])
+            if (r := read_json(os.path.join(sweep["out"], d, "result.json"))) and r.get("status") in FINAL}
     while True:
         results = {point_name(p): status(run_dir(sweep, p)) for p, _ in points}
-        if len(more := expand(sweep, results)) == len(points):
+        if len(more := expand(sweep, dict(done, **results))) == len(points):  # done: what tune rules added before
             return points, results
         points = more
 
@@ -125,13 +127,24 @@ def _extend(ps, rule, results):
         new += [ps[-1][key] * factor ** j for j in range(1, i + margin - len(ps) + 2)]
     return [_round(v) for v in new]
 
+def _added(ps, rule, results):
+    """The values of the rule's key it added to an unfinished group before, below and above it: the points next to
+    the grid's ends that have results (a restarted runner; a restored CSV whose rerun points are not finished), so
+    that a group waiting for one point does not drop them from the sweep and its CSV meanwhile."""
+    key, factor, out = rule["key"], rule.get("factor", 2), []
+    for v, step in ((ps[0][key], 1 / factor), (ps[-1][key], factor)):
+        while _state(dict(ps[0], **{key: (v := _round(v * step))}), results) in FINAL:
+            out.append(v)
+    return out
+
 def _apply(rule, rules, points, results):
     """The (point, variant) pairs one rule adds. Rules act on grid points only, not on another rule's variants."""
     where, key = rule.get("where", lambda p: True), rule["key"]
     grid_points = [p for p, variant in points if variant is None and where(p)]
-    if "around" not in rule:  # extend each grid of `key`
+    if "around" not in rule:  # extend each grid of `key`; while one is unfinished, keep what it had added
+        grow = lambda ps: _extend(ps, rule, results)
         return [(dict(ps[0], **{key: v}), None) for ps in _groups(grid_points, key)
-                for v in _extend(ps, rule, results) or []]
+                for v in (_added(ps, rule, results) if grow(ps) is None else grow(ps))]
     tuner, new = next((r for r in rules if r["key"] == rule["around"] and "around" not in r), None), []
     for ps in _groups(grid_points, rule["around"]):  # once a group is tuned: its best point with other `key`s
         best = _best(ps, results)

@@ -46,6 +46,10 @@ def test_tune_rule_extends_an_lr_grid_until_its_best_point_is_inside():
     # a diverged top point stops the climb even when the best is next to it
     assert lr([(dict(opt="a", lr=1.0), 3.0), (dict(opt="a", lr=2.0), "diverged")]) == [0.5, 1.0, 2.0]
     assert lr([(dict(opt="a", lr=1.0), "diverged"), (dict(opt="a", lr=2.0), "diverged")]) == [0.5, 1.0, 2.0]
+    # a point of the grid unfinished again (a rerun): nothing new, but the points added before stay listed
+    res = [(dict(opt="a", lr=1.0), 3.0), (dict(opt="a", lr=2.0), "todo"), (dict(opt="a", lr=0.5), 2.9),
+           (dict(opt="a", lr=0.25), 2.95), (dict(opt="a", lr=4.0), "todo")]
+    assert lr(res) == [0.25, 0.5, 1.0, 2.0]
     # margin 3 (LR x1/8 ... x8 around the best): three more on the short side at once, per group
     s["tune"] = [dict(key="lr", factor=2, margin=lambda p: 3)]
     assert lr([(dict(opt="a", lr=1.0), 3.0), (dict(opt="a", lr=2.0), 2.5)]) == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
