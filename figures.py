@@ -68,6 +68,11 @@ def best(rows, opt, B, spread=False):
     s = {lr: mean_std(v) for lr, v in seeds(rows, opt, B).items()}
     n = max((x[2] for x in s.values() if x[0] < math.inf), default=0)
     done = {lr: x for lr, x in s.items() if x[0] < math.inf and x[2] == n}
+    if any(r["status"] not in ("done", "diverged", "failed") for r in rows if (r["optimizer"], r["batch_size"]) ==
+           (opt, B) and r["variant"] == "seed"):  # seeds still running: choose on seed 0, as the sweep does
+        grid = {r["lr"]: r["final_val_loss"] for r in rows if (r["optimizer"], r["batch_size"], r["variant"]) ==
+                (opt, B, None) and r["status"] == "done" and not r.get("seed")}
+        done = {lr: s[lr] for lr in sorted(grid, key=grid.get)[:1]}
     lr = min(done, key=lambda lr: done[lr][0], default=None)
     return None if lr is None else (lr, *done[lr]) if spread else (lr, done[lr][0])
 
@@ -278,7 +283,7 @@ def budget_table(rows, rows2m):
     for k, (_, name) in enumerate(sets):
         for o in opts:
             b = {B: x for B in Bs if (x := bests[o, B, k])}
-            if b:
+            if len(b) > 1:
                 top = min(b, key=lambda B: b[B][1])
                 out.append(f"{name}: {OPTIMIZERS[o]} best at batch size {top}; others minus it: " +
                            ", ".join(f"B {B} {versus(b[B], b[top])}" for B in Bs if B != top and B in b))
