@@ -142,9 +142,11 @@ def _apply(rule, rules, points, results):
     where, key = rule.get("where", lambda p: True), rule["key"]
     grid_points = [p for p, variant in points if variant is None and where(p)]
     if "around" not in rule:  # extend each grid of `key`; while one is unfinished, keep what it had added
-        grow = lambda ps: _extend(ps, rule, results)
-        return [(dict(ps[0], **{key: v}), None) for ps in _groups(grid_points, key)
-                for v in (_added(ps, rule, results) if grow(ps) is None else grow(ps))]
+        out = []
+        for ps in _groups(grid_points, key):
+            values = _extend(ps, rule, results)
+            out += [(dict(ps[0], **{key: v}), None) for v in (_added(ps, rule, results) if values is None else values)]
+        return out
     tuner, new = next((r for r in rules if r["key"] == rule["around"] and "around" not in r), None), []
     for ps in _groups(grid_points, rule["around"]):  # once a group is tuned: its best point with other `key`s
         best = _best(ps, results)
