@@ -7,13 +7,27 @@ config (scaling.py loads no JAX at all).
   torn line, and a failed write stops the program in one line;
 - `read_json` / `read_jsonl` / `read_run`: a train.py run directory as its files hold it (config.json, run.json,
   metrics.jsonl, summary.json), read by sample.py, sweep.py, scaling.py, noise_scale.py and figures.py alike;
-- `lock`: one process at a time in a run directory or a sweep.
+- `lock`: one process at a time in a run directory or a sweep;
+- `number`: a CSV cell or a run directory's `key=value` back to a number.
 """
 import json
 import os
 
 DIVERGED = 3  # train.py's exit status when the loss blows up (non-finite, or above ln V): sweep.py records "diverged"
 INTERRUPTED = 130  # train.py's exit status when a signal stopped it after a checkpoint (128 + SIGINT): resumable
+
+
+def number(v, ints=True):
+    """A CSV cell (or the value in a run directory's name) as a number: int where it is all digits (`ints`), else
+    float, else the text; None where it is empty or 'None'."""
+    if v in ("", "None", None):
+        return None
+    if ints and v.isdigit():
+        return int(v)
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 class Diverged(SystemExit):

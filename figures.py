@@ -23,6 +23,7 @@ import csv
 import math
 import os
 from collections import defaultdict
+from common import number
 
 OPTIMIZERS = {"sgd": "SGD", "adafactor": "Adafactor", "adamw": "Adam", "muon": "Muon", "signum": "Signum"}
 DIVERGED = dict(ms=7, mew=1.5, gid="diverged")  # a diverged point: an x (fmt "x") in the band above the data
@@ -30,13 +31,8 @@ DIVERGED = dict(ms=7, mew=1.5, gid="diverged")  # a diverged point: an x (fmt "x
 
 def read(path):
     """Rows of a sweep CSV with numbers as floats (None where empty)."""
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v or None
     with open(path) as f:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: number(v, ints=False) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def seeds(rows, opt, B):

@@ -12,7 +12,8 @@ import argparse, contextlib, csv, ctypes, fcntl, itertools, math, os, re, signal
 
 import checkpoint
 import config
-from common import DIVERGED, INTERRUPTED, atomic_write, fail, lock, read_json, read_jsonl, read_run, write_json
+from common import (DIVERGED, INTERRUPTED, atomic_write, fail, lock, number, read_json, read_jsonl, read_run,
+                    write_json)
 
 POLL_S = 1.0  # how often the runner looks at its processes
 MAX_ATTEMPTS, RETRY_S = 3, 5.0  # failed attempts of a point before it is failed; the wait after the first, doubling
@@ -333,9 +334,30 @@ class Runner:
         collect(self.sweep, csv_path)
         return known(self.sweep)
 
+def orphans(sweep, points):
+    """The finished results on disk that `points` do not list, as (point, variant) pairs, keys read from the
+    directory name. A group waiting for a rerun lists only what its rules can reach from the grid (its seeds, and
+    LRs beyond a gap, come back once it is settled); meanwhile the CSV keeps them. The variant: the key of the first
+    `around` rule whose value no point of the sweep file has (e.g. a seed)."""
+    names = {point_name(p) for p, _ in points}
+    out = []
+    for d in sorted(os.listdir(sweep["out"]) if os.path.isdir(sweep["out"]) else []):
+        if d in names or (read_json(os.path.join(sweep["out"], d, "result.json")) or {}).get("status") not in FINAL:
+            continue
+        p = {k: number(v) for k, _, v in (kv.partition("=") for kv in d.split(","))}
+        if point_name(p) != d:  # not a point's directory
+            continue
+        variant = next((r["key"] for r in sweep["tune"] if "around" in r and r["key"] in p
+                        and all(q.get(r["key"]) != p[r["key"]] for q in sweep["points"])), None)
+        out.append((p, variant))
+    return out
+
 def collect(sweep, path):
-    """One CSV row per known point (its keys, then RESULT_KEYS), and the loss curves beside it (*_curves.csv)."""
+    """One CSV row per known point (its keys, then RESULT_KEYS), then per result on disk no known point lists
+    (orphans), and the loss curves beside it (*_curves.csv)."""
     points, results = known(sweep)
+    points += (more := orphans(sweep, points))
+    results.update({point_name(p): status(run_dir(sweep, p)) for p, _ in more})
     keys = list(dict.fromkeys(k for p, _ in points for k in p))
     rows, curves = [], []
     for p, variant in points:
@@ -355,17 +377,13 @@ def restore(sweep, path):
     """Each finished point of a committed CSV (and its curves) back into its run directory as result.json and
     metrics.jsonl, where the directory has no result: a clone can extend a sweep (more LRs, seeds) without
     rerunning it. Diverged and failed points are not restored: they run again, under today's divergence rule."""
-    def num(v):
-        with contextlib.suppress(ValueError):
-            return int(v) if v.isdigit() else float(v)
-        return v or None
     with open(path) as f:
         rows = list(csv.DictReader(f))
     curves = {}
     if os.path.exists(cpath := path[:-4] + "_curves.csv"):
         with open(cpath) as f:
             for c in csv.DictReader(f):
-                curves.setdefault(c["name"], []).append({k: num(v) for k, v in c.items() if k != "name" and v != ""})
+                curves.setdefault(c["name"], []).append({k: number(v) for k, v in c.items() if k != "name" and v != ""})
     n = 0
     for r in rows:
         out = os.path.join(sweep["out"], r["name"])
@@ -373,7 +391,7 @@ def restore(sweep, path):
             continue
         os.makedirs(out, exist_ok=True)
         write_json(os.path.join(out, "metrics.jsonl"), curves.get(r["name"], []), lines=True)
-        write_json(os.path.join(out, "result.json"), dict({k: num(r.get(k, "")) for k in RESULT_KEYS},
+        write_json(os.path.join(out, "result.json"), dict({k: number(r.get(k, "")) for k in RESULT_KEYS},
                                                           status="done", reason="", restored_from=path))
         n += 1
     return n

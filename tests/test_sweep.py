@@ -117,6 +117,26 @@ def test_restore_puts_a_committed_csv_back_so_a_sweep_extends_it_without_rerunni
     assert open(tmp_path / "again_curves.csv").read() == open(tmp_path / "s_curves.csv").read()
 
 
+def test_collect_keeps_the_results_a_group_waiting_for_a_rerun_does_not_list(tmp_path):
+    (tmp_path / "s.py").write_text("config = 'configs/mini.py'\npoints = [dict(lr=1.0), dict(lr=2.0), dict(lr=4.0)]\n"
+                                   f"root = {str(tmp_path / 'out')!r}\ntune = [dict(key='lr', factor=2, margin=1), "
+                                   "dict(key='seed', around='lr', values=[1, 2], span=1)]\n")
+    s = sweep.load(str(tmp_path / "s.py"))
+    losses = {(1.0, 0): 2.5, (2.0, 0): 2.0, (4.0, 0): 2.4, (0.25, 0): 3.5,  # 0.25: LR 0.5 (between) was never run
+              **{(lr, k): 2.0 + lr / 10 + k / 100 for lr in (1.0, 2.0, 4.0) for k in (1, 2)}}
+    for (lr, k), loss in losses.items():
+        os.makedirs(out := sweep.run_dir(s, dict(lr=lr, **(dict(seed=k) if k else {}))))
+        common.write_json(os.path.join(out, "result.json"), dict(status="done", final_val_loss=loss))
+    settled = {(r["lr"], r["seed"] or 0): r["variant"] for r in sweep.collect(s, str(tmp_path / "a.csv"))}
+    os.remove(os.path.join(sweep.run_dir(s, dict(lr=4.0)), "result.json"))  # LR 4 to be rerun: the group waits
+    points, _ = sweep.known(s)
+    assert sorted(p["lr"] for p, _ in points) == [1.0, 2.0, 4.0]  # its seeds (and LR 0.25) are not listed now
+    waiting = {(r["lr"], r["seed"] or 0): (r["variant"], r["status"]) for r in sweep.collect(s, str(tmp_path / "b.csv"))}
+    assert {k: v for k, (v, _) in waiting.items()} == {k: v for k, v in settled.items()} == {
+        k: "seed" if k[1] else "" for k in losses}
+    assert waiting[(4.0, 0)][1] == "todo" and all(st == "done" for k, (_, st) in waiting.items() if k != (4.0, 0))
+
+
 def test_sweep_file_errors_are_one_line_and_name_the_problem(tmp_path):
     f = tmp_path / "bad.py"
     f.write_text("config = 'configs/mini.py'\npoints = [dict(lr=1.0), dict(lr=1.0)]\n")
