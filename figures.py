@@ -75,8 +75,9 @@ def best(rows, opt, B, spread=False):
 
 def versus(a, b):
     """a's mean minus b's, each (lr, mean, std, n): '+0.031', or '+0.004 (tie)' when the difference is smaller
-    than twice the larger of the two seeds' standard deviations (only where both have seeds)."""
-    d, tie = a[1] - b[1], min(a[3], b[3]) > 1 and abs(a[1] - b[1]) < 2 * max(a[2], b[2])
+    than twice the larger of the seeds' standard deviations (of the side that has seeds, where one has only one
+    run: a single run is as noisy as one seed of the other). Neither side with seeds: no spread to judge by."""
+    d, tie = a[1] - b[1], max(a[3], b[3]) > 1 and abs(a[1] - b[1]) < 2 * max(a[2], b[2])
     return f"{d:+.3f}" + " (tie)" * tie
 
 
