@@ -3,6 +3,7 @@
     python figures.py assets/sweeps/fig1a.csv assets/sweeps/fig5.csv
     python figures.py --finetune assets/sweeps/finetune.csv
     python figures.py --budget assets/sweeps/budget.csv assets/sweeps/fig1a.csv
+    python figures.py assets/sweeps/fig1a.csv assets/sweeps/fig5.csv --docs   # and writes them into the docs
 
 writes next to the first CSV: fig1a.png (best val loss by batch size, per optimizer: paper Fig. 1a),
 lr.png (val loss against LR at each batch size: Fig. 3's robustness), t2.png (Adam's loss against t2
@@ -12,6 +13,8 @@ and prints the claims table (README). Every finite point lies inside its panel; 
 x in a band above the data, past a dotted line. Where a sweep has seeds, a loss is their mean, the best LR
 the lowest mean among the LRs with the most seeds, error bars and '±' their standard deviation, and a
 difference within twice that a tie.
+--docs: also writes the tables and claims into the README and docs/experiments.md, between their
+`<!-- figures.py NAME -->` and `<!-- end -->` lines (tests/test_figures.py checks they are what this prints).
 --budget: the budget control (sweeps/budget.py: 4x the tokens) beside fig1a: budget.png and its table.
 --finetune: the fine-tuning comparison (sweeps/finetune.py): finetune.png (exact match against LR, per way)
 and its table (README "Fine-tuning").
@@ -23,7 +26,7 @@ import csv
 import math
 import os
 from collections import defaultdict
-from common import number
+from common import atomic_write, fail, number
 
 OPTIMIZERS = {"sgd": "SGD", "adafactor": "Adafactor", "adamw": "Adam", "muon": "Muon", "signum": "Signum"}
 DIVERGED = dict(ms=7, mew=1.5, gid="diverged")  # a diverged point: an x (fmt "x") in the band above the data
@@ -517,6 +520,8 @@ def main(argv=None):
     ap.add_argument("--mup", action="store_true", help="the CSVs are sweeps/mup_transfer.py's and/or stability.py's")
     ap.add_argument("--moe", action="store_true", help="csv is sweeps/moe.py's: MoE against dense")
     ap.add_argument("--budget", action="store_true", help="csv is sweeps/budget.py's, the second fig1a's: 4x tokens")
+    ap.add_argument("--docs", action="store_true", help="also write the tables and claims into README.md and "
+                                                        "docs/experiments.md (fig1a + fig5, or --budget)")
     a = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -532,6 +537,8 @@ def main(argv=None):
         rows, rows2m = read(a.csv), read(a.csv95)
         plot_budget(rows, rows2m, plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "budget.png"))
+        if a.docs:
+            write_docs("budget", budget_table(rows, rows2m))
         return print("\n".join(budget_table(rows, rows2m)))
     if a.finetune:
         plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
@@ -550,7 +557,38 @@ def main(argv=None):
         if draw() is None and plt.get_fignums():
             save(plt, os.path.join(d, name + ".png"))
         plt.close("all")
-    print("\n".join(claims(rows, rows95)))
+    lines = claims(rows, rows95)
+    if a.docs:
+        write_docs("claims table", [x for x in lines if x.startswith("|")])
+        write_docs("claims", [x for x in lines if not x.startswith("|")])
+    print("\n".join(lines))
+
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DOCS = {"claims table": ("README.md", "docs/experiments.md"), "claims": ("docs/experiments.md",),
+        "budget": ("docs/experiments.md",)}  # the blocks that --docs writes, and where they are
+
+
+def block(text, name):
+    """(start, end) of the lines between '<!-- figures.py NAME -->' and the next '<!-- end -->' in text."""
+    i = text.find(start := f"<!-- figures.py {name} -->\n")
+    j = text.find("<!-- end -->", i)
+    return None if i < 0 or j < 0 else (i + len(start), j)
+
+
+def write_docs(name, lines, root=ROOT):
+    """Replace block `name` (DOCS) in each of its files by `lines`: the table lines, then the others (claims) in a
+    ``` block, blank lines around each (markdown would read a line right after a table as one of its rows)."""
+    table, text = [x for x in lines if x.startswith("|")], [x for x in lines if not x.startswith("|")]
+    body = "".join("\n" + "\n".join(part) + "\n" for part in (table, ["```", *text, "```"] if text else []) if part)
+    body += "\n"
+    for path in DOCS[name]:
+        with open(p := os.path.join(root, path)) as f:
+            text = f.read()
+        if (at := block(text, name)) is None:
+            fail(f"{path} has no '<!-- figures.py {name} -->' ... '<!-- end -->' block to write")
+        atomic_write(p, lambda f: f.write(text[:at[0]] + body + text[at[1]:]))
+        print(f"wrote {name} into {path}")
 
 
 def save(plt, path):

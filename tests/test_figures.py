@@ -155,12 +155,23 @@ def test_every_point_is_inside_its_panel_and_diverged_ones_above_the_data(tmp_pa
     plt.close("all")
 
 
-def test_the_docs_claims_are_what_the_command_prints_from_the_committed_csvs():
-    """docs/experiments.md's claims block and table, and the README's table, are `python figures.py
-    assets/sweeps/fig1a.csv assets/sweeps/fig5.csv`'s output on the committed CSVs, line for line."""
+def test_the_docs_claims_are_what_the_command_writes_from_the_committed_csvs(tmp_path):
+    """README.md and docs/experiments.md are unchanged by `python figures.py assets/sweeps/fig1a.csv
+    assets/sweeps/fig5.csv --docs` and `python figures.py --budget assets/sweeps/budget.csv assets/sweeps/fig1a.csv
+    --docs` on the committed CSVs: every table and claims block in them is what the command prints."""
     root = Path(__file__).resolve().parents[1]
-    lines = figures.claims(figures.read(root / "assets/sweeps/fig1a.csv"), figures.read(root / "assets/sweeps/fig5.csv"))
-    table, claims = [x for x in lines if x.startswith("|")], [x for x in lines if not x.startswith("|")]
-    docs, readme = (root / "docs/experiments.md").read_text(), (root / "README.md").read_text()
-    assert "```\n" + "\n".join(claims) + "\n```" in docs
-    assert "\n".join(table) in docs and "\n".join(table) in readme
+    for path in ("README.md", "docs/experiments.md"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text((root / path).read_text())
+    fig1a, fig5 = figures.read(root / "assets/sweeps/fig1a.csv"), figures.read(root / "assets/sweeps/fig5.csv")
+    lines = figures.claims(fig1a, fig5)
+    figures.write_docs("claims table", [x for x in lines if x.startswith("|")], root=tmp_path)
+    figures.write_docs("claims", [x for x in lines if not x.startswith("|")], root=tmp_path)
+    figures.write_docs("budget", figures.budget_table(figures.read(root / "assets/sweeps/budget.csv"), fig1a),
+                       root=tmp_path)
+    for path in ("README.md", "docs/experiments.md"):
+        assert (tmp_path / path).read_text() == (root / path).read_text(), f"{path}: run figures.py --docs"
+    (tmp_path / "README.md").write_text("# no block here\n")
+    with pytest.raises(SystemExit, match="README.md has no '<!-- figures.py claims table -->'"):
+        figures.write_docs("claims table", ["| a |"], root=tmp_path)
+    assert (tmp_path / "README.md").read_text() == "# no block here\n"
