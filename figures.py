@@ -84,6 +84,11 @@ def versus(a, b):
     return f"{d:+.3f}" + " (tie)" * tie
 
 
+def cell(b):
+    """A table cell of a best (lr, mean, std, n): '1.600 ± 0.008 (0.002)', the ± where there are seeds."""
+    return (f"{b[1]:.3f} ± {b[2]:.3f}" if b[3] > 1 else f"{b[1]:.3f}") + f" ({b[0]:.3g})" if b else "–"
+
+
 def batch_sizes(rows):
     return sorted({int(r["batch_size"]) for r in rows})
 
@@ -233,7 +238,6 @@ def claims(rows, rows95=None):
     """The README's table: the paper's claims (a)-(d) next to what the sweeps show, as markdown lines. A loss
     is the mean over seeds ± their standard deviation; a difference within twice that is a tie (versus)."""
     Bs, opts = batch_sizes(rows), optimizers(rows)
-    cell = lambda b: (f"{b[1]:.3f} ± {b[2]:.3f}" if b[3] > 1 else f"{b[1]:.3f}") + f" ({b[0]:.3g})" if b else "–"
     bests = {(o, B): best(rows, o, B, spread=True) for o in opts for B in Bs}
     out = ["| batch size | " + " | ".join(f"{OPTIMIZERS[o]} best (LR)" for o in opts) + " |",
            "|---" * (len(opts) + 1) + "|"]
@@ -273,7 +277,6 @@ def budget_table(rows, rows2m):
     batch size)'s best at both budgets, then per budget the batch sizes best first and SGD minus Adam."""
     Bs, opts = batch_sizes(rows), [o for o in optimizers(rows) if o in optimizers(rows2m)]
     sets = [(rows2m, "fig1a"), (rows, "4x tokens")]
-    cell = lambda b: (f"{b[1]:.3f} ± {b[2]:.3f}" if b[3] > 1 else f"{b[1]:.3f}") + f" ({b[0]:.3g})" if b else "–"
     bests = {(o, B, k): best(rs, o, B, spread=True) for o in opts for B in Bs for k, (rs, _) in enumerate(sets)}
     out = ["| batch size (steps at 4x) | " + " | ".join(f"{OPTIMIZERS[o]}, {name}" for o in opts for _, name in sets)
            + " |", "|---" * (1 + 2 * len(opts)) + "|"]
