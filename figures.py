@@ -540,9 +540,10 @@ def main(argv=None):
         rows, rows2m = read(a.csv), read(a.csv95)
         plot_budget(rows, rows2m, plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "budget.png"))
+        lines = budget_table(rows, rows2m)
         if a.docs:
-            write_docs("budget", budget_table(rows, rows2m))
-        return print("\n".join(budget_table(rows, rows2m)))
+            write_docs("budget", lines)
+        return print("\n".join(lines))
     if a.finetune:
         plot_finetune(read(a.csv), plt.subplots(figsize=(6, 4))[1])
         save(plt, os.path.join(os.path.dirname(a.csv), "finetune.png"))
@@ -582,8 +583,8 @@ def block(text, name):
 def write_docs(name, lines, root=ROOT):
     """Replace block `name` (DOCS) in each of its files by `lines`: the table lines, then the others (claims) in a
     ``` block, blank lines around each (markdown would read a line right after a table as one of its rows)."""
-    table, text = [x for x in lines if x.startswith("|")], [x for x in lines if not x.startswith("|")]
-    body = "".join("\n" + "\n".join(part) + "\n" for part in (table, ["```", *text, "```"] if text else []) if part)
+    table, rest = [x for x in lines if x.startswith("|")], [x for x in lines if not x.startswith("|")]
+    body = "".join("\n" + "\n".join(part) + "\n" for part in (table, ["```", *rest, "```"] if rest else []) if part)
     body += "\n"
     for path in DOCS[name]:
         with open(p := os.path.join(root, path)) as f:

@@ -75,11 +75,15 @@ def status(out):
     return (read_json(os.path.join(out, "result.json"))
             or dict(status="partial" if checkpoint.list_checkpoints(out) else "todo"))
 
-def known(sweep):
-    """(points, {name: result}) known now: the tune rules applied to the results on disk until nothing new."""
-    points = expand(sweep, {})
-    done = {d: r for d in (os.listdir(sweep["out"]) if os.path.isdir(sweep["out"]) else [])
+def finished(sweep):
+    """{directory name: result} of every finished run in the sweep's directory, listed or not."""
+    return {d: r for d in (os.listdir(sweep["out"]) if os.path.isdir(sweep["out"]) else [])
             if (r := read_json(os.path.join(sweep["out"], d, "result.json"))) and r.get("status") in FINAL}
+
+def known(sweep, done=None):
+    """(points, {name: result}) known now: the tune rules applied to the results on disk until nothing new.
+    `done`: finished(sweep), where the caller has it already."""
+    points, done = expand(sweep, {}), finished(sweep) if done is None else done
     while True:
         results = {point_name(p): status(run_dir(sweep, p)) for p, _ in points}
         if len(more := expand(sweep, dict(done, **results))) == len(points):  # done: what tune rules added before
@@ -334,16 +338,14 @@ class Runner:
         collect(self.sweep, csv_path)
         return known(self.sweep)
 
-def orphans(sweep, points):
-    """The finished results on disk that `points` do not list, as (point, variant) pairs, keys read from the
-    directory name. A group waiting for a rerun lists only what its rules can reach from the grid (its seeds, and
+def orphans(sweep, points, done):
+    """The finished results on disk (`done`: finished(sweep)) that `points` do not list, as (point, variant) pairs,
+    keys read from the directory name. A group waiting for a rerun lists only what its rules can reach from the grid (its seeds, and
     LRs beyond a gap, come back once it is settled); meanwhile the CSV keeps them. The variant: the key of the first
     `around` rule whose value no point of the sweep file has (e.g. a seed)."""
     names = {point_name(p) for p, _ in points}
     out = []
-    for d in sorted(os.listdir(sweep["out"]) if os.path.isdir(sweep["out"]) else []):
-        if d in names or (read_json(os.path.join(sweep["out"], d, "result.json")) or {}).get("status") not in FINAL:
-            continue
+    for d in sorted(set(done) - names):
         p = {k: number(v) for k, _, v in (kv.partition("=") for kv in d.split(","))}
         if point_name(p) != d:  # not a point's directory
             continue
@@ -355,9 +357,9 @@ def orphans(sweep, points):
 def collect(sweep, path):
     """One CSV row per known point (its keys, then RESULT_KEYS), then per result on disk no known point lists
     (orphans), and the loss curves beside it (*_curves.csv)."""
-    points, results = known(sweep)
-    points += (more := orphans(sweep, points))
-    results.update({point_name(p): status(run_dir(sweep, p)) for p, _ in more})
+    points, results = known(sweep, done := finished(sweep))
+    points += (more := orphans(sweep, points, done))
+    results.update({point_name(p): done[point_name(p)] for p, _ in more})
     keys = list(dict.fromkeys(k for p, _ in points for k in p))
     rows, curves = [], []
     for p, variant in points:
